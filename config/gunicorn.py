@@ -1,0 +1,24 @@
+"""gunicorn settings for `make run`.
+
+Worker model: gthread. Every streaming client holds one thread for as long as its download
+lasts, so slow clients pulling large blobs each block only their own thread; warm blobs leave
+through sendfile (gunicorn uses it for `wsgi.file_wrapper` responses), so a thread costs little
+CPU while it waits on a slow socket. Processes x threads bounds concurrent downloads; raise
+`GUNICORN_THREADS` for more. See bench/RESULTS.md for the measurements behind the defaults.
+"""
+
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+threads = int(os.environ.get("GUNICORN_THREADS", "64"))
+# Idle keep-alive connections are cheap with gthread (they wait in the poller, not a thread).
+keepalive = 30
+timeout = 60
+graceful_timeout = 30
+worker_connections = 2000
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+sendfile = True

@@ -1,0 +1,352 @@
+"""The fill path: every miss streams, verifies, commits atomically, and is fetched once.
+
+`get()` returns a `Content` for a key: the committed object (HIT), or a view of a fill in
+progress (MISS). A fill runs in a background thread that owns the upstream body: it hashes each
+chunk, appends it to the storage writer, and wakes readers; it commits only if the verifier
+accepts the whole body. Readers (the client that caused the fill and any followers) read the
+bytes from the spool file as it grows, so a client that disconnects stops nothing, and a
+follower costs no upstream request. The last byte is held back from every reader until the
+object is verified: a client never sees a clean end of a wrong body.
+
+Coordination: within a process, followers attach to the `Fill` object; across processes and
+instances, a `FillLease` row elects one filler; followers on the same host tail its spool file,
+others wait for the commit and read from storage. See ../shared/docs/fill-path.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from django.conf import settings
+from django.db import connection
+
+from . import leases
+from .errors import DigestMismatch, MirrorError, UpstreamError, UpstreamUnavailable
+from .models import FillLease, StoredObject
+from .storage import Storage, Writer, get_storage
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+_POLL = 0.05
+
+
+@dataclass
+class Source:
+    """An upstream body, opened (status and headers checked) but not yet read."""
+
+    size: int | None
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+
+
+class Verifier(Protocol):
+    """Checks a body as it streams; `verify` raises DigestMismatch (or InvalidContent)."""
+
+    def update(self, chunk: bytes) -> None: ...
+
+    def verify(self, size: int) -> None: ...
+
+
+class Content:
+    """Bytes of one object, committed or on their way. `size` is None only if unknown."""
+
+    cache = "HIT"
+    size: int | None = None
+
+    def open(self, start: int = 0, length: int | None = None) -> BinaryIO | Iterator[bytes]:
+        """A file (committed local objects, for sendfile) or an iterator of chunks."""
+        raise NotImplementedError
+
+    def redirect_url(self) -> str | None:
+        return None
+
+
+class StoredContent(Content):
+    def __init__(self, storage: Storage, key: str, size: int) -> None:
+        self.storage, self.key, self.size = storage, key, size
+
+    def open(self, start: int = 0, length: int | None = None) -> BinaryIO:
+        return self.storage.open(self.key, start, length)
+
+    def redirect_url(self) -> str | None:
+        return self.storage.presigned_url(self.key) if settings.MIRROR_S3_REDIRECT else None
+
+
+class _SpoolReader(Content):
+    """Reads a growing spool file; subclasses say how much of it may be read."""
+
+    cache = "MISS"
+
+    def __init__(self, path: str, size: int | None) -> None:
+        self.size = size
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def _readable(self, pos: int, end: int | None) -> int:
+        """Block until bytes past `pos` may be read; return the limit, or `pos` at the end."""
+        raise NotImplementedError
+
+    def open(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return self._iterate(start, None if length is None else start + length)
+
+    def _iterate(self, pos: int, end: int | None) -> Iterator[bytes]:
+        try:
+            while end is None or pos < end:
+                limit = self._readable(pos, end)
+                if limit <= pos:
+                    return
+                data = os.pread(self._fd, min(limit - pos, CHUNK), pos)
+                if not data:
+                    raise UpstreamUnavailable("spool file shrank")
+                pos += len(data)
+                yield data
+        finally:
+            os.close(self._fd)
+
+
+class Fill:
+    """One fill in this process: the background copy and the state readers wait on."""
+
+    def __init__(self, key: str, lease: FillLease, storage: Storage, verifier: Verifier) -> None:
+        self.key = key
+        self.lease = lease
+        self.storage = storage
+        self.verifier = verifier
+        self.cond = threading.Condition()
+        self.written = 0
+        self.size: int | None = None
+        self.state = "connecting"  # -> streaming -> done | failed
+        self.error: MirrorError | None = None
+        self.writer: Writer | None = None
+        self.spool: Path | None = None
+        self.upstream_id: int | None = None
+
+    def start(self, source: Source) -> None:
+        """Begin copying `source` in a background thread."""
+        self.size = source.size
+        self.writer = self.storage.writer(self.key)
+        self.spool = self.writer.spool_path or _new_spool()
+        leases.publish(self.lease, str(self.spool), source.size)
+        with self.cond:
+            self.state = "streaming"
+            self.cond.notify_all()
+        threading.Thread(
+            target=self._run, args=(source,), name=f"fill {self.key[:40]}", daemon=True
+        ).start()
+
+    def fail(self, error: MirrorError) -> None:
+        with self.cond:
+            self.state, self.error = "failed", error
+            self.cond.notify_all()
+
+    def _run(self, source: Source) -> None:
+        assert self.writer is not None and self.spool is not None
+        separate_spool = None
+        if self.writer.spool_path is None:
+            separate_spool = open(self.spool, "wb")  # noqa: SIM115 - closed below
+        renew_every = settings.MIRROR_FILL_LEASE_SECONDS / 3
+        renewed = time.monotonic()
+        try:
+            for chunk in source.chunks:
+                self.verifier.update(chunk)
+                self.writer.write(chunk)
+                if separate_spool:
+                    separate_spool.write(chunk)
+                    separate_spool.flush()
+                with self.cond:
+                    self.written += len(chunk)
+                    self.cond.notify_all()
+                if time.monotonic() - renewed > renew_every:
+                    if not leases.renew(self.lease):
+                        raise UpstreamUnavailable("fill lease lost")
+                    renewed = time.monotonic()
+            if self.size is not None and self.written != self.size:
+                raise DigestMismatch(f"{self.key}: got {self.written} bytes of {self.size}")
+            self.verifier.verify(self.written)
+            self.writer.commit()
+            StoredObject.objects.update_or_create(
+                key=self.key, defaults={"size": self.written, "upstream_id": self.upstream_id}
+            )
+            with self.cond:
+                self.state = "done"
+                self.size = self.written
+                self.cond.notify_all()
+        except Exception as e:
+            self.writer.abort()
+            log.warning("fill of %s failed: %s", self.key, e)
+            if not isinstance(e, MirrorError):
+                e = UpstreamUnavailable(f"{type(e).__name__} while reading upstream")
+            self.fail(e)
+        finally:
+            source.close()
+            if separate_spool:
+                separate_spool.close()
+                self.spool.unlink(missing_ok=True)
+            leases.release(self.lease)
+            _forget(self)
+            connection.close()
+
+    def reader(self) -> Content:
+        """Wait for the upstream's answer, then return a reader of this fill."""
+        with self.cond:
+            while self.state == "connecting":
+                self.cond.wait()
+            if self.state == "failed":
+                assert self.error is not None
+                raise self.error
+            assert self.spool is not None
+            # Open the spool now, while it still has its name (commit renames it).
+            return _LocalFollower(self, str(self.spool))
+
+
+class _LocalFollower(_SpoolReader):
+    def __init__(self, fill: Fill, path: str) -> None:
+        self.fill = fill
+        super().__init__(path, fill.size)
+
+    def _readable(self, pos: int, end: int | None) -> int:
+        fill = self.fill
+        with fill.cond:
+            while True:
+                if fill.state == "failed":
+                    assert fill.error is not None
+                    raise fill.error
+                done = fill.state == "done"
+                limit = fill.written if end is None else min(fill.written, end)
+                if not done and limit == fill.written:
+                    limit -= 1  # the held-back last byte
+                if limit > pos or done:
+                    return limit
+                fill.cond.wait(1.0)
+
+
+class _RemoteFollower(_SpoolReader):
+    """Tails the spool file of a filler in another process on this host."""
+
+    def __init__(self, key: str, lease: FillLease, storage: Storage) -> None:
+        self.key, self.lease, self.storage = key, lease, storage
+        self._done = False
+        self._checked = time.monotonic()
+        super().__init__(lease.spool_path, lease.size)
+
+    def _readable(self, pos: int, end: int | None) -> int:
+        while True:
+            written = os.fstat(self._fd).st_size
+            limit = written if end is None else min(written, end)
+            if self._done:
+                return limit
+            if limit == written:
+                limit -= 1
+            if limit > pos:
+                return limit
+            if time.monotonic() - self._checked > 0.5:
+                self._checked = time.monotonic()
+                live = leases.current(self.key)
+                if live is None or live.owner != self.lease.owner:
+                    if self.storage.stat(self.key) is None:
+                        raise UpstreamUnavailable(f"the fill of {self.key} failed elsewhere")
+                    self._done = True
+                    continue
+            time.sleep(_POLL)
+
+
+_fills: dict[str, Fill] = {}
+_fills_lock = threading.Lock()
+
+
+def _forget(fill: Fill) -> None:
+    with _fills_lock:
+        if _fills.get(fill.key) is fill:
+            del _fills[fill.key]
+
+
+def _new_spool() -> Path:
+    spool_dir = Path(settings.DATA_DIR) / "spool"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    return spool_dir / uuid.uuid4().hex
+
+
+def stored(key: str) -> Content | None:
+    """The committed object, or None."""
+    storage = get_storage()
+    size = storage.stat(key)
+    return None if size is None else StoredContent(storage, key, size)
+
+
+def get(
+    key: str,
+    *,
+    fetch: Callable[[], Source],
+    verifier: Callable[[], Verifier],
+    upstream_id: int | None = None,
+) -> Content:
+    """The object under `key`: from storage, from a fill in progress, or by starting a fill.
+
+    Args:
+        fetch: opens the upstream body; raises an UpstreamError before any byte is read.
+        verifier: makes a fresh Verifier for the body.
+        upstream_id: recorded on the stored object's index row.
+
+    Raises:
+        UpstreamError: the upstream did not give us the object; nothing was stored.
+    """
+    storage = get_storage()
+    deadline = time.monotonic() + settings.MIRROR_FILL_LEASE_SECONDS * 2
+    while True:
+        if (content := stored(key)) is not None:
+            return content
+        with _fills_lock:
+            fill = _fills.get(key)
+        if fill is not None:
+            return fill.reader()
+        lease = leases.claim(key)
+        if lease is not None:
+            return _start_fill(key, lease, storage, fetch, verifier(), upstream_id)
+        content = _follow_elsewhere(key, storage)
+        if content is not None:
+            return content
+        if time.monotonic() > deadline:
+            raise UpstreamUnavailable(f"timed out waiting for another fill of {key}")
+
+
+def _start_fill(
+    key: str,
+    lease: FillLease,
+    storage: Storage,
+    fetch: Callable[[], Source],
+    verifier: Verifier,
+    upstream_id: int | None,
+) -> Content:
+    fill = Fill(key, lease, storage, verifier)
+    fill.upstream_id = upstream_id
+    with _fills_lock:
+        _fills[key] = fill
+    try:
+        source = fetch()
+        fill.start(source)
+    except BaseException as e:
+        _forget(fill)
+        leases.release(lease)
+        fill.fail(e if isinstance(e, UpstreamError) else UpstreamUnavailable(str(e)))
+        raise
+    return fill.reader()
+
+
+def _follow_elsewhere(key: str, storage: Storage) -> Content | None:
+    """Follow a fill owned by another process; None when it ended (look again)."""
+    while (lease := leases.current(key)) is not None:
+        if lease.spool_path and leases.is_local(lease):
+            try:
+                return _RemoteFollower(key, lease, storage)
+            except FileNotFoundError:
+                return None  # it finished or failed just now
+        time.sleep(0.1)  # connecting, or filling on another host: wait for the commit
+    return None

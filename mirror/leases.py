@@ -1,0 +1,70 @@
+"""Fill leases in the database: one filler per key across threads, processes and instances.
+
+Claiming is an INSERT on a unique key (atomic on SQLite and PostgreSQL); an expired lease is
+taken over with a conditional UPDATE, so exactly one claimant wins either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .models import FillLease
+
+HOST = socket.gethostname()
+
+
+def _expiry() -> dt.datetime:
+    return timezone.now() + dt.timedelta(seconds=settings.MIRROR_FILL_LEASE_SECONDS)
+
+
+def new_owner() -> str:
+    """An owner id naming the host (followers on the same host may read the spool file)."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def is_local(lease: FillLease) -> bool:
+    return lease.owner.split(":", 1)[0] == HOST
+
+
+def claim(key: str) -> FillLease | None:
+    """Become the filler of `key`, or None when a live lease is held by someone else."""
+    owner = new_owner()
+    try:
+        with transaction.atomic():
+            return FillLease.objects.create(key=key, owner=owner, expires_at=_expiry())
+    except IntegrityError:
+        pass
+    taken = FillLease.objects.filter(key=key, expires_at__lt=timezone.now()).update(
+        owner=owner, expires_at=_expiry(), spool_path="", size=None
+    )
+    return FillLease.objects.filter(key=key, owner=owner).first() if taken else None
+
+
+def renew(lease: FillLease) -> bool:
+    """Extend the lease; False if it was lost (expired and taken over)."""
+    return bool(
+        FillLease.objects.filter(pk=lease.pk, owner=lease.owner).update(expires_at=_expiry())
+    )
+
+
+def publish(lease: FillLease, spool_path: str, size: int | None) -> None:
+    """Tell followers where the bytes can be read as they arrive, and how many to expect."""
+    FillLease.objects.filter(pk=lease.pk, owner=lease.owner).update(
+        spool_path=spool_path, size=size, expires_at=_expiry()
+    )
+
+
+def release(lease: FillLease) -> None:
+    FillLease.objects.filter(pk=lease.pk, owner=lease.owner).delete()
+
+
+def current(key: str) -> FillLease | None:
+    """The live lease on `key`, if any."""
+    return FillLease.objects.filter(key=key, expires_at__gte=timezone.now()).first()

@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from mirror.config_file import ConfigError, load
+
+
+class Command(BaseCommand):
+    help = "Load upstreams from MIRROR_CONFIG (or add Docker Hub when none is configured)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", nargs="?", help="defaults to $MIRROR_CONFIG")
+
+    def handle(self, *args, path=None, **options):
+        path = path or settings.MIRROR_CONFIG or None
+        try:
+            saved = load(Path(path) if path else None)
+        except (ConfigError, OSError) as e:
+            raise CommandError(str(e)) from None
+        for upstream in saved:
+            self.stdout.write(f"upstream {upstream.name}: {upstream.kind} {upstream.url}")

@@ -1,0 +1,16 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from mirror.models import FillLease
+from mirror.storage import get_storage
+
+
+class Command(BaseCommand):
+    help = "Remove what crashed fills left: expired leases and abandoned temporary objects."
+
+    def handle(self, *args, **options):
+        leases = FillLease.objects.filter(expires_at__lt=timezone.now()).delete()[0]
+        # Anything older than a lease cannot belong to a live fill (leases are renewed).
+        removed = get_storage().sweep(older_than=settings.MIRROR_FILL_LEASE_SECONDS * 2)
+        self.stdout.write(f"swept {leases} expired leases, {removed} temporary objects")

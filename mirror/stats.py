@@ -1,0 +1,78 @@
+"""Access counters, buffered in memory and written in batches.
+
+Counting every pull with its own UPDATE would put a database write on the hot path of every
+warm request; instead increments are summed per row and flushed every
+MIRROR_STATS_FLUSH_SECONDS by a background thread (and at exit). A crash loses at most that
+window of counts, which popularity ranking tolerates.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+# (model label, lookup field, lookup value, count field, last-access field) -> increment
+_pending: Counter[tuple[str, str, Any, str, str]] = Counter()
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def record(
+    model_label: str,
+    field: str,
+    value: Any,
+    *,
+    count_field: str = "pull_count",
+    last_field: str = "last_pull",
+) -> None:
+    """Count one access to the row `model_label` where `field == value`."""
+    global _thread
+    with _lock:
+        _pending[(model_label, field, value, count_field, last_field)] += 1
+        if _thread is None:
+            _thread = threading.Thread(target=_loop, name="stats-flush", daemon=True)
+            _thread.start()
+            atexit.register(flush)
+
+
+def flush() -> None:
+    """Write the pending increments now."""
+    with _lock:
+        batch = dict(_pending)
+        _pending.clear()
+    if not batch:
+        return
+    now = timezone.now()
+    try:
+        for (label, field, value, count_field, last_field), n in list(batch.items()):
+            model = apps.get_model(label)
+            model.objects.filter(**{field: value}).update(
+                **{count_field: F(count_field) + n, last_field: now}
+            )
+            del batch[(label, field, value, count_field, last_field)]
+    finally:
+        if batch:  # keep what was not written for the next flush
+            with _lock:
+                _pending.update(batch)
+
+
+def _loop() -> None:
+    stop = threading.Event()
+    while not stop.wait(settings.MIRROR_STATS_FLUSH_SECONDS):
+        try:
+            flush()
+        except Exception:  # the database may be briefly unavailable; counts are retried
+            log.exception("flushing access counts failed")
+        finally:
+            connection.close()

@@ -1,0 +1,80 @@
+"""Local-folder storage: writes go to `tmp/<uuid>` and are renamed into place once verified."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from .base import ObjectNotFound, Storage, Writer, check_key
+
+
+class LocalWriter(Writer):
+    def __init__(self, final: Path, tmp: Path) -> None:
+        self.final = final
+        self.spool_path = tmp
+        self._file = open(tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        # Followers read the spool by position: make each chunk visible to them at once.
+        self._file.flush()
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.spool_path, self.final)
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.spool_path.unlink(missing_ok=True)
+
+
+class LocalStorage(Storage):
+    """Objects as files under `root`; temporaries under `root/tmp` (same filesystem)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / "objects" / check_key(key)
+
+    def stat(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - the response closes it
+        except FileNotFoundError as e:
+            raise ObjectNotFound(key) from e
+        if start:
+            f.seek(start)
+        return f
+
+    def writer(self, key: str) -> LocalWriter:
+        return LocalWriter(self._path(key), self.tmp / uuid.uuid4().hex)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def sweep(self, older_than: float) -> int:
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in os.scandir(self.tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed

@@ -1,0 +1,138 @@
+"""S3 storage through django-storages/boto3.
+
+A fill streams into a multipart upload for the final key; the object stays invisible until
+`CompleteMultipartUpload`, which is sent only on commit (`AbortMultipartUpload` otherwise).
+Memory per writer is bounded by one part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, BinaryIO
+
+from botocore.exceptions import ClientError
+from storages.backends.s3 import S3Storage as DjangoS3Storage
+
+from .base import ObjectNotFound, Storage, Writer, check_key
+
+PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
+
+
+class S3Writer(Writer):
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) >= PART_SIZE:
+            self._flush_part()
+
+    def _flush_part(self) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key
+            )["UploadId"]
+        number = len(self._parts) + 1
+        answer = self._client.upload_part(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=bytes(self._buffer),
+        )
+        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self._buffer.clear()
+
+    def commit(self) -> None:
+        if self._upload_id is None:
+            # Small object: one PUT is as atomic as a completed upload, and cheaper.
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._flush_part()
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._done = True
+
+    def abort(self) -> None:
+        if self._upload_id is not None and not self._done:
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+            )
+        self._done = True
+        self._buffer.clear()
+
+
+class S3Storage(Storage):
+    """Objects under `prefix` in an S3 bucket; settings as django-storages reads them."""
+
+    def __init__(self, prefix: str = "", **options: Any) -> None:
+        self._storage = DjangoS3Storage(**options)
+        self._prefix = prefix.strip("/")
+
+    @property
+    def _client(self) -> Any:
+        return self._storage.connection.meta.client
+
+    @property
+    def _bucket(self) -> str:
+        return self._storage.bucket_name
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self._prefix}/objects/{key}" if self._prefix else f"objects/{key}"
+
+    def stat(self, key: str) -> int | None:
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key(key)}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            kwargs["Range"] = f"bytes={start}-{end}"
+        try:
+            return self._client.get_object(**kwargs)["Body"]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise ObjectNotFound(key) from e
+            raise
+
+    def writer(self, key: str) -> S3Writer:
+        return S3Writer(self._client, self._bucket, self._key(key))
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
+
+    def presigned_url(self, key: str) -> str | None:
+        return self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self._bucket, "Key": self._key(key)}, ExpiresIn=300
+        )
+
+    def sweep(self, older_than: float) -> int:
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < cutoff:
+                    self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    removed += 1
+        return removed

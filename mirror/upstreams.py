@@ -1,0 +1,85 @@
+"""Read-mostly view of the configured upstreams, cached per process for a few seconds.
+
+The request path consults upstreams on every request; a short-lived snapshot avoids a query
+per request while admin edits still take effect within MIRROR_UPSTREAM_CACHE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .models import Upstream
+
+
+@dataclass(frozen=True)
+class UpstreamInfo:
+    id: int
+    name: str
+    kind: str
+    url: str
+    prefix: str
+    is_default: bool
+    tag_ttl: int
+    stale_max_age: int
+    username: str
+    password: str
+    username_env: str
+    password_env: str
+    updated: float
+
+    def credentials(self) -> tuple[str, str] | None:
+        """User and password, from the environment variables named or the stored values."""
+        user = os.environ.get(self.username_env, "") if self.username_env else self.username
+        password = os.environ.get(self.password_env, "") if self.password_env else self.password
+        return (user, password) if user or password else None
+
+    def __repr__(self) -> str:  # never show credentials, even in tracebacks
+        return f"UpstreamInfo({self.name!r}, {self.kind!r}, {self.url!r})"
+
+
+_lock = threading.Lock()
+_snapshot: tuple[float, list[UpstreamInfo]] = (0.0, [])
+
+
+def all_upstreams() -> list[UpstreamInfo]:
+    """Enabled upstreams in configured order (cached for a few seconds)."""
+    global _snapshot
+    loaded_at, items = _snapshot
+    if time.monotonic() - loaded_at < settings.MIRROR_UPSTREAM_CACHE_SECONDS:
+        return items
+    with _lock:
+        items = [
+            UpstreamInfo(
+                id=u.id,
+                name=u.name,
+                kind=u.kind,
+                url=u.url.rstrip("/"),
+                prefix=u.prefix,
+                is_default=u.is_default,
+                tag_ttl=u.tag_ttl,
+                stale_max_age=u.stale_max_age,
+                username=u.username,
+                password=u.password,
+                username_env=u.username_env,
+                password_env=u.password_env,
+                updated=u.updated.timestamp(),
+            )
+            for u in Upstream.objects.filter(enabled=True)
+        ]
+        _snapshot = (time.monotonic(), items)
+    return items
+
+
+def upstreams_of_kind(kind: str) -> list[UpstreamInfo]:
+    return [u for u in all_upstreams() if u.kind == kind]
+
+
+def forget() -> None:
+    """Drop the snapshot (after a configuration change in this process)."""
+    global _snapshot
+    _snapshot = (0.0, [])

@@ -1,0 +1,47 @@
+"""OCI distribution error codes, declared once, and the error envelope.
+
+Every error answer carries `{"errors": [{"code", "message", "detail"}]}` and the
+`Docker-Distribution-API-Version` header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import JsonResponse
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+# code -> HTTP status
+CODES = {
+    "BLOB_UNKNOWN": 404,
+    "DIGEST_INVALID": 400,
+    "MANIFEST_UNKNOWN": 404,
+    "MANIFEST_INVALID": 400,
+    "NAME_INVALID": 400,
+    "NAME_UNKNOWN": 404,
+    "TAG_INVALID": 400,
+    "PAGINATION_NUMBER_INVALID": 400,
+    "RANGE_INVALID": 416,
+    "UNAUTHORIZED": 401,
+    "DENIED": 403,
+    "UNSUPPORTED": 405,
+    "TOOMANYREQUESTS": 429,
+    # Not in the spec; distribution uses it for "upstream unreachable" in proxy mode.
+    "UNAVAILABLE": 503,
+}
+
+
+class RegistryError(Exception):
+    def __init__(self, code: str, message: str, detail: Any = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.status = status or CODES[code]
+
+    def response(self) -> JsonResponse:
+        body = {"errors": [{"code": self.code, "message": self.message, "detail": self.detail}]}
+        response = JsonResponse(body, status=self.status)
+        response[API_VERSION[0]] = API_VERSION[1]
+        return response
