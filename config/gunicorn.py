@@ -22,3 +22,6 @@ worker_connections = 2000
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 sendfile = True
+# gunicorn's control socket lives at one fixed path per user; several instances on one host
+# (tests, benchmarks) would fight over it, and nothing here uses it.
+control_socket_disable = True

@@ -17,6 +17,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class UpstreamForm(forms.ModelForm):
+    url = forms.URLField(assume_scheme="https", max_length=500)
     # Write-only: the stored password is never rendered; leaving the field empty keeps it.
     password = forms.CharField(
         required=False,

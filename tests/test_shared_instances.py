@@ -1,0 +1,68 @@
+"""Two instances sharing PostgreSQL and storage form one mirror: one upstream fetch between
+them for a blob both are asked for at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import Upstreams, write_config
+from tests.mirror_server import MirrorServer
+
+PG_ADMIN = os.environ.get("ENTREPOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    name = f"entrepot_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN}: {e}", pytrace=False)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_two_instances_fetch_once(tmp_path: Path, upstreams: Upstreams, database_url: str) -> None:
+    config = write_config(tmp_path / "mirror.yml", upstreams)
+    shared = {"DATABASE_URL": database_url, "MIRROR_STORAGE_DIR": str(tmp_path / "storage")}
+    first = MirrorServer(tmp_path / "a", config, **shared)
+    second = MirrorServer(tmp_path / "b", config, **shared)
+    first.setup()
+    first.start()
+    second.start()
+    try:
+        layout = upstreams.seed("library/shared:1", layer_sizes=[3 * 1024 * 1024])
+        digest = layout.layer_digests["linux/amd64"][0]
+        data = layout.blob_bytes(digest)
+        upstreams.hub.delay_per_chunk = 0.01
+        upstreams.hub.reset()
+        barrier = threading.Barrier(16)
+
+        def pull(i: int) -> bytes:
+            server = (first, second)[i % 2]
+            barrier.wait()
+            return httpx.get(f"{server.url}/v2/shared/blobs/{digest}", timeout=60).content
+
+        with ThreadPoolExecutor(16) as pool:
+            bodies = list(pool.map(pull, range(16)))
+        assert all(body == data for body in bodies)
+        assert upstreams.hub.count("GET", f"/blobs/{digest}") == 1
+        # Either instance now serves it from the shared cache.
+        for server in (first, second):
+            response = httpx.get(f"{server.url}/v2/shared/blobs/{digest}", timeout=60)
+            assert response.headers["X-Cache"] == "HIT" and response.content == data
+    finally:
+        first.stop()
+        second.stop()
