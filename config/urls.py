@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 
 from mirror import health
-from registries.views import v2
+from registries.views import not_found, v2
 
 urlpatterns = [
     re_path(r"^v2/(?P<path>.*)$", v2),
@@ -11,3 +11,6 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
 ]
+
+# Everything this service answers is an API: unknown paths get a JSON error, not HTML.
+handler404 = not_found

@@ -44,7 +44,7 @@ def get_blob(route: Route, digest: str) -> fill.Content:
         length = response.headers.get("Content-Length", "")
         return fill.Source(
             size=int(length) if length.isdigit() else None,
-            chunks=response.iter_raw(fill.CHUNK),
+            chunks=response.iter_raw(),
             close=response.close,
         )
 

@@ -47,10 +47,13 @@ def list_tags(route: Route, n: int | None, last: str | None) -> TagPage:
         )
         body = json.loads(response.content)
         tags = [t for t in body.get("tags") or [] if isinstance(t, str)]
-        next_last = None
+        upstream_next = None
         if link := response.headers.get("Link"):
             query = parse_qs(urlparse(link.split(";")[0].strip("<> ")).query)
-            next_last = (query.get("last") or [None])[0]
+            upstream_next = (query.get("last") or [None])[0]
+        # Not every registry honours n/last: paginate what came back, keep its own "next".
+        tags, next_last = _page(tags, n, last)
+        next_last = next_last or upstream_next
         return TagPage(tags, next_last, "MISS")
     except UpstreamNotFound:
         raise RegistryError("NAME_UNKNOWN", "repository not known upstream") from None

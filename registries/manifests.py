@@ -48,7 +48,11 @@ def _scope(route: Route) -> str:
 
 
 def _upstream_headers(accept: list[str]) -> dict[str, str]:
-    return {"Accept": ", ".join(accept or MANIFEST_TYPES)}
+    """The client's whole Accept list; a client naming no manifest type at all (`*/*`, or
+    nothing) accepts any, and registries answer such a list with legacy schema 1 or 404."""
+    if not any(media_type in MANIFEST_TYPES for media_type in accept):
+        accept = [*MANIFEST_TYPES, *accept]
+    return {"Accept": ", ".join(accept)}
 
 
 def get_manifest(route: Route, reference: str, accept: list[str], head: bool) -> ManifestAnswer:

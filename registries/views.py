@@ -44,6 +44,10 @@ def v2(request: HttpRequest, path: str = "") -> HttpResponse:
     return response
 
 
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return RegistryError("UNSUPPORTED", "unknown endpoint", status=404).response()
+
+
 def _dispatch(request: HttpRequest, path: str) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
         raise RegistryError("UNSUPPORTED", "this mirror is read-only")

@@ -117,6 +117,8 @@ def test_stale_tag_on_5xx_and_429(mirror: MirrorServer, upstreams: Upstreams, st
     assert stale.status_code == 200 and stale.headers["X-Cache"] == "STALE"
     missing = httpx.get(f"{mirror.url}/v2/neverpulled{status}/manifests/1", timeout=30)
     assert missing.status_code == status
+    if status == 429:
+        time.sleep(1.1)  # the mirror honours Retry-After: let it pass before the next test
 
 
 def test_hung_upstream_fails_fast(mirror: MirrorServer, upstreams: Upstreams) -> None:
@@ -138,7 +140,7 @@ def test_crash_mid_fill_commits_nothing(
     server.setup()
     server.start()
     try:
-        digest, data = _layer(upstreams, "crash", 2 * 1024 * 1024)
+        digest, _ = _layer(upstreams, "crash", 2 * 1024 * 1024)
         upstreams.hub.delay_per_chunk = 0.05
         url = f"{server.url}/v2/crash/blobs/{digest}"
         with httpx.stream("GET", url, timeout=60) as r:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 SERVICE = "faultproxy"
 
-# Hop-by-hop headers (RFC 9110 7.6.1) plus headers the proxy sets itself.
+# Hop-by-hop headers (RFC 9110 7.6.1), never relayed; Expect is answered locally.
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -210,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         proxy = self.proxy
         self._body_state = "unread"
-        proxy._record(self.command, self.path)
+        proxy._record(self.command, self.path, self.headers)
         if proxy.hang:
             # Accept and never answer; stop() sets the event and closes the socket.
             self.server.stopping.wait()
@@ -357,7 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
         status = resp.status
         no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
         length_header = resp.getheader("Content-Length")
-        length = int(length_header) if length_header and length_header.isdigit() else None
+        length = (
+            int(length_header)
+            if length_header and length_header.isdigit() and not resp.chunked
+            else None
+        )
         chunked_out = not no_body and length is None and self.request_version == "HTTP/1.1"
         if not no_body and length is None and not chunked_out:
             self.close_connection = True  # HTTP/1.0 client: body delimited by close
@@ -435,7 +439,9 @@ class FaultProxy:
     answers every request with that status and ``{"errors":[]}``; ``cut_after`` closes a blob
     GET after that many body bytes; ``hang`` accepts requests and never answers until stop.
     ``bearer=True`` demands Docker Hub-style bearer tokens from ``/token`` (optionally
-    guarded by Basic auth ``token_basic``).
+    guarded by Basic auth ``token_basic``). Without ``port`` a free one is picked by the
+    first ``start()`` and kept for later restarts; ``url``/``port`` are valid after it.
+    Every request (token requests and faulted ones included) is appended to ``requests``.
     """
 
     def __init__(
@@ -452,6 +458,8 @@ class FaultProxy:
         self._upstream = urllib.parse.urlsplit(self.upstream_url)
         if self._upstream.scheme not in ("http", "https") or not self._upstream.hostname:
             raise ValueError(f"bad upstream URL: {upstream_url!r}")
+        if self._upstream.path not in ("", "/") or self._upstream.query:
+            raise ValueError(f"upstream URL must not have a path or query: {upstream_url!r}")
         self._upstream_base = f"{self._upstream.scheme}://{self._upstream.netloc}"
         self._port = port or 0
         self.bearer = bearer
@@ -467,6 +475,7 @@ class FaultProxy:
         self.hang: bool = False
         # State.
         self.requests: list[tuple[str, str]] = []
+        self._detailed: list[tuple[str, str, http.client.HTTPMessage]] = []
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[list[str], float]] = {}
         self._upstream_conns: set[http.client.HTTPConnection] = set()
@@ -543,9 +552,15 @@ class FaultProxy:
         self.stop()
 
     # -- counting -------------------------------------------------------------------------
-    def _record(self, method: str, path: str) -> None:
+    def _record(self, method: str, path: str, headers: http.client.HTTPMessage) -> None:
         with self._lock:
             self.requests.append((method, path))
+            self._detailed.append((method, path, headers))
+
+    def requests_with_headers(self) -> list[tuple[str, str, http.client.HTTPMessage]]:
+        """(method, path, request headers) for every request; headers' ``get`` ignores case."""
+        with self._lock:
+            return list(self._detailed)
 
     def count(self, method: str, path_contains: str) -> int:
         """Number of requests seen with this method whose path contains ``path_contains``."""
@@ -557,6 +572,7 @@ class FaultProxy:
         """Forget recorded requests."""
         with self._lock:
             self.requests.clear()
+            self._detailed.clear()
 
     def clear_faults(self) -> None:
         """Turn every fault knob off."""

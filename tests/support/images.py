@@ -280,17 +280,16 @@ def push(
 ) -> None:
     """Copy the image in the OCI layout at ``layout`` to ``dest`` (``HOST:PORT/NAME:TAG``).
 
-    Image indexes are copied with ``--all``. ``v2s2=True`` stores Docker schema 2 media
-    types (single-platform layouts only). ``creds`` is ``"user:password"``.
+    Image indexes are copied with ``--all``. ``v2s2=True`` stores Docker schema 2 media types
+    (an index becomes a Docker manifest list; all manifest digests change, blob digests
+    do not). ``creds`` is ``"user:password"``.
     Raises ``RuntimeError`` with skopeo's stderr on failure.
     """
     layout = Path(layout.path if isinstance(layout, Layout) else layout)
     args = ["copy", "--quiet", "--dest-tls-verify=false"]
     if _is_index_layout(layout):
-        if v2s2:
-            raise ValueError("v2s2=True is only supported for single-platform layouts")
         args.append("--all")
-    elif v2s2:
+    if v2s2:
         args += ["--format", "v2s2"]
     if creds is not None:
         args += ["--dest-creds", creds]
