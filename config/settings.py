@@ -137,6 +137,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # httpx logs every upstream request at INFO; upstream failures are logged by the core.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 # Key prefix inside the bucket, so that one bucket can hold several mirrors or other data.
 MIRROR_S3_PREFIX = os.environ.get("MIRROR_S3_PREFIX", "entrepot")

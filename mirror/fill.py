@@ -15,6 +15,7 @@ others wait for the commit and read from storage. See ../shared/docs/fill-path.m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -133,7 +134,10 @@ class Fill:
         """Begin copying `source` in a background thread."""
         self.size = source.size
         self.writer = self.storage.writer(self.key)
-        self.spool = self.writer.spool_path or _new_spool()
+        self.spool = self.writer.spool_path
+        if self.spool is None:
+            self.spool = _new_spool()
+            self.spool.touch()
         leases.publish(self.lease, str(self.spool), source.size)
         with self.cond:
             self.state = "streaming"
@@ -151,7 +155,7 @@ class Fill:
         assert self.writer is not None and self.spool is not None
         separate_spool = None
         if self.writer.spool_path is None:
-            separate_spool = open(self.spool, "wb")  # noqa: SIM115 - closed below
+            separate_spool = open(self.spool, "ab")  # noqa: SIM115 - closed below
         renew_every = settings.MIRROR_FILL_LEASE_SECONDS / 3
         renewed = time.monotonic()
         try:
@@ -199,12 +203,20 @@ class Fill:
         with self.cond:
             while self.state == "connecting":
                 self.cond.wait()
+            if self.state == "streaming":
+                try:
+                    return _LocalFollower(self, str(self.spool))
+                except FileNotFoundError:
+                    pass  # committed (renamed) or discarded just now
+            while self.state == "streaming":
+                self.cond.wait()
             if self.state == "failed":
                 assert self.error is not None
                 raise self.error
-            assert self.spool is not None
-            # Open the spool now, while it still has its name (commit renames it).
-            return _LocalFollower(self, str(self.spool))
+        content = stored(self.key)
+        if content is None:
+            raise UpstreamUnavailable(f"{self.key} vanished from storage right after its fill")
+        return content
 
 
 class _LocalFollower(_SpoolReader):
@@ -268,10 +280,27 @@ def _forget(fill: Fill) -> None:
             del _fills[fill.key]
 
 
+def _spool_dir() -> Path:
+    """Where fills keep a local copy for followers when storage has none (S3)."""
+    path = Path(settings.DATA_DIR) / "spool"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _new_spool() -> Path:
-    spool_dir = Path(settings.DATA_DIR) / "spool"
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    return spool_dir / uuid.uuid4().hex
+    return _spool_dir() / uuid.uuid4().hex
+
+
+def sweep_spools(older_than: float) -> int:
+    """Remove spool files that crashed fills left behind; return how many."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for entry in _spool_dir().iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+    return removed
 
 
 def stored(key: str) -> Content | None:

@@ -1,0 +1,78 @@
+"""The mirror on S3 storage (a real S3 API server, moto, on loopback): fills stream into a
+multipart upload, warm blobs are served from S3 or by a 307 to a presigned URL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import Upstreams, write_config
+from tests.mirror_server import MirrorServer
+from tests.support.net import free_port
+
+BUCKET = "entrepot-test"
+
+
+@pytest.fixture(scope="module")
+def s3_env() -> Iterator[dict[str, str]]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_STORAGE_BUCKET_NAME": BUCKET,
+        "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_S3_REGION_NAME": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=env["AWS_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test-secret",
+    ).create_bucket(Bucket=BUCKET)
+    yield env
+    server.stop()
+
+
+@pytest.mark.parametrize("redirect", ["0", "1"])
+def test_blobs_through_s3(
+    tmp_path: Path, upstreams: Upstreams, s3_env: dict[str, str], redirect: str
+) -> None:
+    server = MirrorServer(
+        tmp_path / "var",
+        write_config(tmp_path / "mirror.yml", upstreams),
+        MIRROR_S3_REDIRECT=redirect,
+        **s3_env,
+    )
+    server.setup()
+    server.start()
+    try:
+        layout = upstreams.seed(f"library/ons3{redirect}:1", layer_sizes=[12 * 1024 * 1024])
+        digest = layout.layer_digests["linux/amd64"][0]
+        data = layout.blob_bytes(digest)
+        url = f"{server.url}/v2/ons3{redirect}/blobs/{digest}"
+        cold = httpx.get(url, timeout=60)
+        assert cold.headers["X-Cache"] == "MISS" and cold.content == data
+        upstreams.hub.reset()
+        warm = httpx.get(url, timeout=60, follow_redirects=True)
+        assert warm.content == data
+        assert upstreams.hub.count("GET", "/blobs/") == 0
+        if redirect == "1":
+            assert warm.history and warm.history[0].status_code == 307
+            assert warm.history[0].headers["Location"].startswith(s3_env["AWS_S3_ENDPOINT_URL"])
+        else:
+            assert warm.headers["X-Cache"] == "HIT" and not warm.history
+            part = httpx.get(url, headers={"Range": "bytes=9000000-9000099"}, timeout=60)
+            assert part.status_code == 206 and part.content == data[9000000:9000100]
+        assert hashlib.sha256(warm.content).hexdigest() == digest.split(":")[1]
+        assert list((tmp_path / "var/spool").iterdir()) == []  # the fill's spool is gone
+    finally:
+        server.stop()
