@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "mirror",
     "registries",
+    "goproxy",
 ]
 
 MIDDLEWARE = [

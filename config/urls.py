@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
+from goproxy.views import goproxy, sumdb_proxy
 from mirror import health
 from registries.views import not_found, v2
 
@@ -10,6 +11,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    re_path(r"^sumdb/(?P<name>[^/]+)/(?P<path>.+)$", sumdb_proxy),
+    # GOPROXY=https://mirror: module paths start with a domain, so they cannot clash with the
+    # fixed paths above.
+    re_path(r"^(?P<path>.+/(?:@v/[^/]+|@latest))$", goproxy),
 ]
 
 # Everything this service answers is an API: unknown paths get a JSON error, not HTML.

@@ -39,7 +39,7 @@ class UpstreamForm(forms.ModelForm):
 @admin.register(Upstream)
 class UpstreamAdmin(admin.ModelAdmin):
     form = UpstreamForm
-    list_display = ("name", "kind", "url", "prefix", "is_default", "enabled", "tag_ttl")
+    list_display = ("name", "kind", "url", "prefix", "is_default", "enabled", "position")
     list_filter = ("kind", "enabled", "is_default")
     search_fields = ("name", "url", "prefix")
     readonly_fields = ("created", "updated")

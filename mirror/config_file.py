@@ -36,6 +36,11 @@ FIELDS = {
     "stale_max_age": "stale_max_age",
     "username_env": "username_env",
     "password_env": "password_env",
+    "modules": "modules",
+    "verify_sums": "verify_sums",
+    "fall_through": "fall_through",
+    "sumdb": "sumdb",
+    "key": "key",
 }
 
 
@@ -55,6 +60,11 @@ def _row(entry: Any, position: int) -> dict[str, Any]:
     url = urlparse(str(entry["url"]))
     if url.scheme not in ("http", "https") or not url.netloc:
         raise ConfigError(f"upstream {entry['name']}: url must be http(s)://host[:port]")
+    modules = entry.get("modules", [])
+    if not (isinstance(modules, list) and all(isinstance(m, str) and m for m in modules)):
+        raise ConfigError(f"upstream {entry['name']}: modules must be a list of patterns")
+    if entry["kind"] == "gosumdb" and not (entry.get("sumdb") and entry.get("key")):
+        raise ConfigError(f"upstream {entry['name']}: a gosumdb needs 'sumdb' and 'key'")
     values = {FIELDS[k]: v for k, v in entry.items()}
     values["position"] = position
     return values

@@ -50,7 +50,7 @@ class DigestVerifier:
     def update(self, chunk: bytes) -> None:
         self._hash.update(chunk)
 
-    def verify(self, size: int) -> None:
+    def verify(self, size: int, path: object = None) -> None:
         actual = f"{self._hash.name}:{self._hash.hexdigest()}"
         if actual != self.digest:
             raise DigestMismatch(f"expected {self.digest}, got {actual} ({size} bytes)")

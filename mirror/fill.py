@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connection
 
 from . import leases
-from .errors import DigestMismatch, MirrorError, UpstreamError, UpstreamUnavailable
+from .errors import DigestMismatch, MirrorError, UpstreamUnavailable
 from .models import FillLease, StoredObject
 from .storage import Storage, Writer, get_storage
 
@@ -50,11 +50,13 @@ class Source:
 
 
 class Verifier(Protocol):
-    """Checks a body as it streams; `verify` raises DigestMismatch (or InvalidContent)."""
+    """Checks a body as it streams (`update`), then as a whole (`verify`, given the local
+    file holding every byte, for checks that need random access such as a zip's directory);
+    `verify` raises DigestMismatch or InvalidContent."""
 
     def update(self, chunk: bytes) -> None: ...
 
-    def verify(self, size: int) -> None: ...
+    def verify(self, size: int, path: Path) -> None: ...
 
 
 class Content:
@@ -116,11 +118,11 @@ class _SpoolReader(Content):
 class Fill:
     """One fill in this process: the background copy and the state readers wait on."""
 
-    def __init__(self, key: str, lease: FillLease, storage: Storage, verifier: Verifier) -> None:
+    def __init__(self, key: str, lease: FillLease, storage: Storage) -> None:
         self.key = key
         self.lease = lease
         self.storage = storage
-        self.verifier = verifier
+        self.verifier: Verifier | None = None
         self.cond = threading.Condition()
         self.written = 0
         self.size: int | None = None
@@ -152,7 +154,7 @@ class Fill:
             self.cond.notify_all()
 
     def _run(self, source: Source) -> None:
-        assert self.writer is not None and self.spool is not None
+        assert self.writer is not None and self.spool is not None and self.verifier is not None
         separate_spool = None
         if self.writer.spool_path is None:
             separate_spool = open(self.spool, "ab")  # noqa: SIM115 - closed below
@@ -174,7 +176,7 @@ class Fill:
                     renewed = time.monotonic()
             if self.size is not None and self.written != self.size:
                 raise DigestMismatch(f"{self.key}: got {self.written} bytes of {self.size}")
-            self.verifier.verify(self.written)
+            self.verifier.verify(self.written, self.spool)
             self.writer.commit()
             StoredObject.objects.update_or_create(
                 key=self.key, defaults={"size": self.written, "upstream_id": self.upstream_id}
@@ -321,7 +323,9 @@ def get(
 
     Args:
         fetch: opens the upstream body; raises an UpstreamError before any byte is read.
-        verifier: makes a fresh Verifier for the body.
+        verifier: makes a fresh Verifier for the body (called only by the filler, before
+            `fetch`; it may raise an UpstreamError or MirrorError, e.g. a failed lookup of the
+            expected checksum).
         upstream_id: recorded on the stored object's index row.
 
     Raises:
@@ -338,7 +342,7 @@ def get(
             return fill.reader()
         lease = leases.claim(key)
         if lease is not None:
-            return _start_fill(key, lease, storage, fetch, verifier(), upstream_id)
+            return _start_fill(key, lease, storage, fetch, verifier, upstream_id)
         content = _follow_elsewhere(key, storage)
         if content is not None:
             return content
@@ -351,20 +355,21 @@ def _start_fill(
     lease: FillLease,
     storage: Storage,
     fetch: Callable[[], Source],
-    verifier: Verifier,
+    verifier: Callable[[], Verifier],
     upstream_id: int | None,
 ) -> Content:
-    fill = Fill(key, lease, storage, verifier)
+    fill = Fill(key, lease, storage)
     fill.upstream_id = upstream_id
     with _fills_lock:
         _fills[key] = fill
     try:
+        fill.verifier = verifier()
         source = fetch()
         fill.start(source)
     except BaseException as e:
         _forget(fill)
         leases.release(lease)
-        fill.fail(e if isinstance(e, UpstreamError) else UpstreamUnavailable(str(e)))
+        fill.fail(e if isinstance(e, MirrorError) else UpstreamUnavailable(str(e)))
         raise
     return fill.reader()
 

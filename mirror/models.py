@@ -43,6 +43,24 @@ class Upstream(models.Model):
     username = models.CharField(max_length=255, blank=True)
     password = models.CharField(max_length=1024, blank=True)
     position = models.PositiveIntegerField(default=0, help_text="Order among Go upstreams.")
+    modules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Go: GOPRIVATE-style globs; matching modules come only from this upstream "
+        "and are never sent to any other.",
+    )
+    verify_sums = models.BooleanField(
+        default=True, help_text="Go: check modules against the checksum database."
+    )
+    fall_through = models.BooleanField(
+        default=False, help_text="Go: try the next upstream on any error, not only 404/410."
+    )
+    sumdb = models.CharField(
+        max_length=255, blank=True, help_text="gosumdb: the database name, e.g. sum.golang.org."
+    )
+    key = models.CharField(
+        max_length=512, blank=True, help_text="gosumdb: the verifier key (name+hash+key)."
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -93,3 +111,20 @@ class FillLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} by {self.owner}"
+
+
+class CachedDocument(models.Model):
+    """A small upstream answer kept with its fetch time: lists, "latest" answers, checksum
+    database lookups and tiles. `status` 404 records a cached "not found"."""
+
+    namespace = models.CharField(max_length=32)
+    key = models.CharField(max_length=1024)
+    status = models.PositiveSmallIntegerField(default=200)
+    body = models.BinaryField()
+    fetched_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["namespace", "key"], name="unique_document")]
+
+    def __str__(self) -> str:
+        return f"{self.namespace}:{self.key}"

@@ -31,6 +31,11 @@ class UpstreamInfo:
     username_env: str
     password_env: str
     updated: float
+    modules: tuple[str, ...] = ()
+    verify_sums: bool = True
+    fall_through: bool = False
+    sumdb: str = ""
+    key: str = ""
 
     def credentials(self) -> tuple[str, str] | None:
         """User and password, from the environment variables named or the stored values."""
@@ -68,6 +73,11 @@ def all_upstreams() -> list[UpstreamInfo]:
                 username_env=u.username_env,
                 password_env=u.password_env,
                 updated=u.updated.timestamp(),
+                modules=tuple(u.modules or ()),
+                verify_sums=u.verify_sums,
+                fall_through=u.fall_through,
+                sumdb=u.sumdb,
+                key=u.key,
             )
             for u in Upstream.objects.filter(enabled=True)
         ]

@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
-_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._!@+-]*)*$", re.IGNORECASE)
+# Content keys (`blobs/sha256/ab/...`) and Go keys (`go/example.com/!upper/@v/v1.0.0.zip`).
+_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9!~_@][a-z0-9._!@+~-]*)*$", re.IGNORECASE)
 
 
 class ObjectNotFound(Exception):

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GoproxyConfig(AppConfig):
+    name = "goproxy"
+    verbose_name = "Go modules"

@@ -1,0 +1,136 @@
+"""What a module's files must satisfy before they are committed to the cache.
+
+- `.zip`: the module zip rules of golang.org/x/mod/zip (every file under `module@version/`,
+  clean valid paths, no case collisions, go.mod only at the root, size limits) and, unless the
+  module is private, its `h1:` hash equal to the checksum database's.
+- `.mod`: size limit and `h1:` hash likewise.
+- `.info`: JSON naming the requested version.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import posixpath
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from mirror.errors import DigestMismatch, InvalidContent
+
+from .paths import InvalidPath, check_file_path
+
+MAX_ZIP = 500 << 20
+MAX_GO_MOD = 16 << 20
+MAX_LICENSE = 16 << 20
+MAX_INFO = 64 << 10
+
+
+def h1(files: Iterable[tuple[str, bytes]]) -> str:
+    """dirhash.Hash1 over (name, content) pairs."""
+    lines = sorted(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files)
+    summary = hashlib.sha256("".join(lines).encode()).digest()
+    return "h1:" + base64.b64encode(summary).decode()
+
+
+def check_zip(path: Path, module: str, version: str) -> str:
+    """Check the module zip rules; return the zip's h1 hash. Raise InvalidContent."""
+    if path.stat().st_size > MAX_ZIP:
+        raise InvalidContent("module zip too large")
+    prefix = f"{module}@{version}/"
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise InvalidContent(f"not a zip file: {e}") from None
+    seen: set[str] = set()
+    total = 0
+    entries: list[zipfile.ZipInfo] = []
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            if not name.startswith(prefix):
+                raise InvalidContent(f"{name!r} is not under {prefix!r}")
+            relative = name[len(prefix) :]
+            if not relative:
+                continue
+            is_dir = relative.endswith("/")
+            relative = relative.rstrip("/") if is_dir else relative
+            if posixpath.normpath(relative) != relative:
+                raise InvalidContent(f"{name!r} is not a clean path")
+            try:
+                check_file_path(relative)
+            except InvalidPath as e:
+                raise InvalidContent(f"{name!r}: {e}") from None
+            if relative.lower() in seen:
+                raise InvalidContent(f"{name!r} collides with another file")
+            seen.add(relative.lower())
+            if is_dir:
+                continue
+            base = posixpath.basename(relative)
+            if base.lower() == "go.mod" and relative != "go.mod":
+                raise InvalidContent("go.mod is only allowed at the module root")
+            total += info.file_size
+            if total > MAX_ZIP:
+                raise InvalidContent("module contents too large")
+            if relative == "go.mod" and info.file_size > MAX_GO_MOD:
+                raise InvalidContent("go.mod too large")
+            if relative == "LICENSE" and info.file_size > MAX_LICENSE:
+                raise InvalidContent("LICENSE too large")
+            entries.append(info)
+        return h1((info.filename, archive.read(info)) for info in entries)
+
+
+def _expect(actual: str, expected: str | None, what: str) -> None:
+    if expected is not None and actual != expected:
+        raise DigestMismatch(f"{what}: checksum database says {expected}, upstream gave {actual}")
+
+
+class ZipVerifier:
+    def __init__(self, module: str, version: str, expected: str | None) -> None:
+        self.module, self.version, self.expected = module, version, expected
+
+    def update(self, chunk: bytes) -> None:
+        """Nothing to do per chunk: a zip is checked through its central directory."""
+
+    def verify(self, size: int, path: Path) -> None:
+        _expect(check_zip(path, self.module, self.version), self.expected, "zip")
+
+
+class _BufferedVerifier:
+    """For the small files: keep the bytes (bounded) and check them at the end."""
+
+    limit = MAX_GO_MOD
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def update(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.limit:
+            raise InvalidContent("file too large")
+
+
+class ModVerifier(_BufferedVerifier):
+    def __init__(self, expected: str | None) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def verify(self, size: int, path: Path) -> None:
+        _expect(h1([("go.mod", bytes(self.data))]), self.expected, "go.mod")
+
+
+class InfoVerifier(_BufferedVerifier):
+    limit = MAX_INFO
+
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self.version = version
+
+    def verify(self, size: int, path: Path) -> None:
+        try:
+            info = json.loads(self.data)
+        except ValueError:
+            raise InvalidContent(".info is not JSON") from None
+        if not isinstance(info, dict) or info.get("Version") != self.version:
+            raise InvalidContent(f".info does not describe {self.version}")
