@@ -48,7 +48,7 @@ class VerifierKey:
     def parse(cls, vkey: str) -> VerifierKey:
         """Parse `name+hash+base64key`, as golang.org/x/mod/sumdb/note does."""
         try:
-            name, hash_hex, encoded = vkey.split("+")
+            name, hash_hex, encoded = vkey.split("+", 2)  # base64 may contain "+"
             raw = base64.b64decode(encoded, validate=True)
             key_hash = int(hash_hex, 16)
         except ValueError as e:

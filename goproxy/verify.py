@@ -28,8 +28,11 @@ MAX_INFO = 64 << 10
 
 
 def h1(files: Iterable[tuple[str, bytes]]) -> str:
-    """dirhash.Hash1 over (name, content) pairs."""
-    lines = sorted(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files)
+    """dirhash.Hash1 over (name, content) pairs: lines sorted by file name."""
+    lines = [
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, data in sorted(files, key=lambda item: item[0].encode())
+    ]
     summary = hashlib.sha256("".join(lines).encode()).digest()
     return "h1:" + base64.b64encode(summary).decode()
 

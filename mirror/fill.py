@@ -323,9 +323,9 @@ def get(
 
     Args:
         fetch: opens the upstream body; raises an UpstreamError before any byte is read.
-        verifier: makes a fresh Verifier for the body (called only by the filler, before
-            `fetch`; it may raise an UpstreamError or MirrorError, e.g. a failed lookup of the
-            expected checksum).
+        verifier: makes a fresh Verifier for the body (called only by the filler, once the
+            upstream has answered; it may raise an UpstreamError or MirrorError, e.g. when the
+            expected checksum cannot be looked up).
         upstream_id: recorded on the stored object's index row.
 
     Raises:
@@ -363,8 +363,12 @@ def _start_fill(
     with _fills_lock:
         _fills[key] = fill
     try:
-        fill.verifier = verifier()
         source = fetch()
+        try:
+            fill.verifier = verifier()
+        except BaseException:
+            source.close()
+            raise
         fill.start(source)
     except BaseException as e:
         _forget(fill)

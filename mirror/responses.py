@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -58,6 +59,12 @@ def _chunks(stream: BinaryIO, length: int | None) -> Iterator[bytes]:
         stream.close()
 
 
+def _peeked(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks` with its first item already produced (raising now if it fails)."""
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain([first], chunks)
+
+
 def content_response(
     request: HttpRequest, content: Content, content_type: str, *, immutable: bool = True
 ) -> HttpResponse:
@@ -74,6 +81,10 @@ def content_response(
     wanted = parse_range(request.headers.get("Range", ""), size)
     start, length = wanted if wanted else (0, size)
     body = content.open(start, length)
+    if not hasattr(body, "read"):
+        # A fill in progress: wait for its first bytes before answering, so that a fill that
+        # fails early (bad digest, refused content) is a proper error answer, not a broken 200.
+        body = _peeked(body)
     if hasattr(body, "fileno"):
         # A real file positioned at `start`: the WSGI server sends it with sendfile, and
         # stops at Content-Length.
