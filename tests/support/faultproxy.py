@@ -27,8 +27,9 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.support.process import Service
 
 __all__ = ["FaultProxy"]
 
@@ -431,7 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Abort
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """Reverse proxy to ``upstream_url`` with request counting and fault injection.
 
     Knobs (settable any time): ``delay_per_chunk`` seconds slept per 64 KiB body chunk;
@@ -539,17 +540,6 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- counting -------------------------------------------------------------------------
     def _record(self, method: str, path: str, headers: http.client.HTTPMessage) -> None:

@@ -35,7 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.process import Service
 
 from .net import free_port, wait_http
 
@@ -354,7 +355,7 @@ http {{
 """
 
 
-class StaticServer:
+class StaticServer(Service):
     """Serve a folder read-only on 127.0.0.1 (nginx when installed, else Python's http.server).
 
     Missing files and directories answer 404. ``!``, ``@`` and ``+`` in paths are served
@@ -471,17 +472,6 @@ class StaticServer:
             return []
         path = self._workdir / "access.log"
         return path.read_text(errors="replace").splitlines() if path.exists() else []
-
-    def __enter__(self) -> StaticServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _QuietServer(ThreadingHTTPServer):

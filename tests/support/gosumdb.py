@@ -18,7 +18,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.process import Service, terminate
 
 from .net import free_port, wait_http
 
@@ -75,7 +76,7 @@ def build_sumdb(cache_dir: Path) -> Path:
     return binary
 
 
-class SumDB:
+class SumDB(Service):
     """A ``gosumdb`` process serving ``/latest``, ``/lookup/PATH@VERSION`` and ``/tile/...``.
 
     ``name`` must be ``host[/path]`` (the go command checks it). ``proxy_root`` is the static
@@ -170,14 +171,7 @@ class SumDB:
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the process (kill if it lingers). The log folder stays until ``close()``."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     def close(self) -> None:
         """Stop and remove the log folder."""
@@ -185,14 +179,3 @@ class SumDB:
         workdir, self._workdir = self._workdir, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-
-    def __enter__(self) -> SumDB:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

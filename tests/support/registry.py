@@ -9,7 +9,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.process import Service, terminate
 
 from .net import free_port, wait_http
 
@@ -18,7 +19,7 @@ __all__ = ["Registry"]
 REGISTRY_BIN = "docker-registry"
 
 
-class Registry:
+class Registry(Service):
     """A ``docker-registry serve`` process with its own port, config and storage folder.
 
     ``htpasswd=(user, password)`` enables Basic auth. ``proxy_remote`` (plus optional
@@ -144,14 +145,7 @@ class Registry:
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the process and wait for it (kill if it lingers). Keeps storage."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     def restart(self) -> Registry:
         """Stop then start again (same port and storage)."""
@@ -172,17 +166,6 @@ class Registry:
         except OSError:
             return ""
         return "\n".join(lines[-n:])
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         mode = f" proxy={self.proxy_remote}" if self.proxy_remote else ""
