@@ -19,9 +19,10 @@ keepalive = 30
 timeout = 60
 graceful_timeout = 30
 worker_connections = 2000
+# sendfile is on by default. Do not write `sendfile = True` here: gunicorn's setting is the
+# --no-sendfile flag, and any value of it turns sendfile off.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
-sendfile = True
 # gunicorn's control socket lives at one fixed path per user; several instances on one host
 # (tests, benchmarks) would fight over it, and nothing here uses it.
 control_socket_disable = True
