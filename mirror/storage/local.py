@@ -15,15 +15,16 @@ class LocalWriter(Writer):
     def __init__(self, final: Path, tmp: Path) -> None:
         self.final = final
         self.spool_path = tmp
-        self._file = open(tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        # Unbuffered: every write reaches the file at once, where followers read it by
+        # position, without a second copy through a Python buffer.
+        self._file = open(tmp, "xb", buffering=0)  # noqa: SIM115 - closed in commit/abort
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        # Followers read the spool by position: make each chunk visible to them at once.
-        self._file.flush()
+        view = memoryview(chunk)
+        while view:
+            view = view[self._file.write(view) :]
 
     def commit(self) -> None:
-        self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self.final.parent.mkdir(parents=True, exist_ok=True)
