@@ -30,6 +30,7 @@ PUBLIC_A = [
     Module("example.com/tamper", "v1.0.0"),
     Module("example.com/offline", "v1.0.0"),
     Module("example.com/concurrent", "v1.0.0", pad=2_000_000),
+    Module("example.com/fallthrough", "v1.0.0"),
 ]
 PUBLIC_B = [Module("example.com/second", "v1.0.0")]
 PRIVATE = [Module("corp.example.com/secret", "v1.0.0")]
@@ -41,6 +42,7 @@ class GoWorld:
     first: FaultProxy
     second: FaultProxy
     corp: FaultProxy
+    flaky: FaultProxy
     sumdb: SumDB
     tree_a: Path
     tmp: Path
@@ -71,7 +73,9 @@ def go(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoWorld]:
     for server in servers:
         server.start()
     first, second, corp = (FaultProxy(s.url) for s in servers)
-    for proxy in (first, second, corp):
+    flaky = FaultProxy(servers[1].url)
+    flaky.status = 503  # always failing; marked fall_through, so the chain goes on
+    for proxy in (first, second, corp, flaky):
         proxy.start()
     sumdb = SumDB(SUMDB_NAME, trees["sums"])
     sumdb.start()
@@ -80,6 +84,7 @@ def go(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoWorld]:
         f"""
 upstreams:
   - {{name: corp, kind: go, url: "{corp.url}", modules: ["corp.example.com/*"], verify_sums: false}}
+  - {{name: flaky, kind: go, url: "{flaky.url}", fall_through: true, tag_ttl: 1}}
   - {{name: first, kind: go, url: "{first.url}", tag_ttl: 1}}
   - {{name: second, kind: go, url: "{second.url}"}}
   - {{name: sums, kind: gosumdb, sumdb: {SUMDB_NAME}, url: "{sumdb.url}", key: "{sumdb.key}"}}
@@ -88,10 +93,10 @@ upstreams:
     mirror = MirrorServer(tmp / "var", config)
     mirror.setup()
     mirror.start()
-    yield GoWorld(mirror, first, second, corp, sumdb, trees["a"], tmp)
+    yield GoWorld(mirror, first, second, corp, flaky, sumdb, trees["a"], tmp)
     mirror.stop()
     sumdb.stop()
-    for proxy in (first, second, corp):
+    for proxy in (first, second, corp, flaky):
         proxy.stop()
     for server in servers:
         server.stop()
@@ -185,6 +190,13 @@ def test_chain_falls_through_404_to_the_next_upstream(go: GoWorld) -> None:
     assert go.second.count("GET", "/example.com/second/@v/v1.0.0.zip") == 1
 
 
+def test_fall_through_upstream_is_passed_on_any_error(go: GoWorld) -> None:
+    go.flaky.reset()
+    response = httpx.get(f"{go.mirror.url}/example.com/fallthrough/@v/v1.0.0.info")
+    assert response.status_code == 200
+    assert go.flaky.count("GET", "/example.com/fallthrough/@v/v1.0.0.info") == 1  # asked: 503
+
+
 def test_private_modules_never_reach_public_upstreams(go: GoWorld) -> None:
     go.first.reset()
     go.second.reset()
@@ -192,7 +204,7 @@ def test_private_modules_never_reach_public_upstreams(go: GoWorld) -> None:
     env["GONOSUMDB"] = "corp.example.com"  # as a client would set for private modules
     run_go(["mod", "download"], go.project("private", PRIVATE), env)
     assert go.corp.count("GET", "/corp.example.com/secret/@v/v1.0.0.zip") == 1
-    public = go.first.requests + go.second.requests
+    public = go.first.requests + go.second.requests + go.flaky.requests
     assert not [path for _, path in public if "corp.example.com" in path]
     assert "corp.example.com" not in go.sumdb.log()
     lookup = httpx.get(f"{go.mirror.url}/sumdb/{SUMDB_NAME}/lookup/corp.example.com/secret@v1.0.0")
