@@ -29,6 +29,15 @@ class InvalidPath(ValueError):
     """A module path, version or file name the go command would reject."""
 
 
+class UnknownVersion(InvalidPath):
+    """A well-formed string that is not a canonical version for this module (a branch name,
+    `v1.0`, a major that does not match the path): this mirror does not resolve queries, so
+    the answer is "not here" (404), and the go command may try its next source."""
+
+
+_VERSION_CHARS = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
+
+
 def _check_elem(elem: str, *, file: bool = False) -> None:
     if not elem:
         raise InvalidPath("empty path element")
@@ -72,23 +81,26 @@ def path_major(path: str) -> int | None:
 
 
 def check_version(path: str, version: str) -> str:
-    """Raise InvalidPath unless `version` is canonical and fits the module path's major."""
-    match = SEMVER.match(version) if len(version) <= 128 else None
+    """Raise InvalidPath for a malformed version, UnknownVersion unless `version` is canonical
+    and fits the module path's major."""
+    if not _VERSION_CHARS.match(version):
+        raise InvalidPath(f"malformed version {version[:130]!r}")
+    match = SEMVER.match(version)
     if match is None:
-        raise InvalidPath(f"{version!r} is not a canonical semantic version")
+        raise UnknownVersion(f"{version!r} is not a canonical semantic version")
     major = int(match.group("major"))
     required = path_major(path)
     if match.group("incompatible"):
         if major < 2 or required is not None:
-            raise InvalidPath("+incompatible needs major >= 2 and a path without /vN")
+            raise UnknownVersion("+incompatible needs major >= 2 and a path without /vN")
     elif required is not None:
         if path.startswith("gopkg.in/") and required in (0, 1):
             if major != required:
-                raise InvalidPath(f"version {version} does not match path {path}")
+                raise UnknownVersion(f"version {version} does not match path {path}")
         elif major != required:
-            raise InvalidPath(f"version {version} does not match path {path}")
+            raise UnknownVersion(f"version {version} does not match path {path}")
     elif major >= 2:
-        raise InvalidPath(f"{version} needs a /v{major} path or +incompatible")
+        raise UnknownVersion(f"{version} needs a /v{major} path or +incompatible")
     return version
 
 

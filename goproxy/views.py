@@ -23,7 +23,7 @@ from mirror.errors import (
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
 
 from . import chain, service, sumdb
-from .paths import InvalidPath, check_module_path, check_version, unescape
+from .paths import InvalidPath, UnknownVersion, check_module_path, check_version, unescape
 
 _FILE = re.compile(r"^(?P<module>.+)/@v/(?P<version>[^/]+)\.(?P<ext>info|mod|zip)$")
 _LIST = re.compile(r"^(?P<module>.+)/@v/list$")
@@ -42,6 +42,8 @@ def _text(status: int, message: str) -> HttpResponse:
 
 
 def _error(e: Exception) -> HttpResponse:
+    if isinstance(e, UnknownVersion):
+        return _text(404, f"not found: {e}")
     if isinstance(e, InvalidPath):
         return _text(400, f"bad request: {e}")
     if isinstance(e, UpstreamNotFound):
