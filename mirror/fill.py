@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 _POLL = 0.05
-# Readers are woken when this much has arrived, or this long has passed, since the last
-# wake-up: waking them per network read (64 KiB) costs more than it gains.
-NOTIFY_BYTES = 512 * 1024
-NOTIFY_SECONDS = 0.02
+# Arriving bytes are written (and readers woken) in batches of this size, or after this long:
+# writing and waking per network read (64 KiB) costs several times more (measured: 64 KiB
+# writes reach 0.5 GB/s on ext4 here, 1 MiB writes 4 GB/s). The first bytes go at once.
+WRITE_BYTES = 1024 * 1024
+WRITE_SECONDS = 0.02
 
 
 @dataclass
@@ -130,7 +131,7 @@ class Fill:
         self.cond = threading.Condition()
         self.written = 0
         self.size: int | None = None
-        self.state = "connecting"  # -> streaming -> done | failed
+        self.state = "connecting"  # -> streaming -> verified -> done | failed
         self.error: MirrorError | None = None
         self.writer: Writer | None = None
         self.spool: Path | None = None
@@ -163,32 +164,34 @@ class Fill:
         if self.writer.spool_path is None:
             separate_spool = open(self.spool, "ab")  # noqa: SIM115 - closed below
         renew_every = settings.MIRROR_FILL_LEASE_SECONDS / 3
-        renewed = notified_at = time.monotonic()
-        notified = 0
+        renewed = written_at = time.monotonic()
+        pending: list[bytes] = []
+        pending_size = 0
         try:
             for chunk in source.chunks:
                 self.verifier.update(chunk)
-                self.writer.write(chunk)
-                if separate_spool:
-                    separate_spool.write(chunk)
-                    separate_spool.flush()
+                pending.append(chunk)
+                pending_size += len(chunk)
                 now = time.monotonic()
-                with self.cond:
-                    self.written += len(chunk)
-                    if (
-                        not notified
-                        or self.written - notified >= NOTIFY_BYTES
-                        or now - notified_at >= NOTIFY_SECONDS
-                    ):
-                        self.cond.notify_all()
-                        notified, notified_at = self.written, now
+                if (
+                    pending_size >= WRITE_BYTES
+                    or now - written_at >= WRITE_SECONDS
+                    or not self.written
+                ):
+                    self._append(pending, separate_spool)
+                    pending_size = 0
+                    written_at = now
                 if now - renewed > renew_every:
                     if not leases.renew(self.lease):
                         raise UpstreamUnavailable("fill lease lost")
                     renewed = now
+            self._append(pending, separate_spool)
             if self.size is not None and self.written != self.size:
                 raise DigestMismatch(f"{self.key}: got {self.written} bytes of {self.size}")
             self.verifier.verify(self.written, self.spool)
+            with self.cond:  # readers may have the last byte now; the commit (fsync) follows
+                self.state = "verified"
+                self.cond.notify_all()
             self.writer.commit()
             StoredObject.objects.update_or_create(
                 key=self.key, defaults={"size": self.written, "upstream_id": self.upstream_id}
@@ -212,17 +215,32 @@ class Fill:
             _forget(self)
             connection.close()
 
+    def _append(self, pending: list[bytes], separate_spool: BinaryIO | None) -> None:
+        """Write the pending chunks where readers find them, then wake the readers."""
+        if not pending:
+            return
+        data = b"".join(pending)
+        pending.clear()
+        assert self.writer is not None
+        self.writer.write(data)
+        if separate_spool:
+            separate_spool.write(data)
+            separate_spool.flush()
+        with self.cond:
+            self.written += len(data)
+            self.cond.notify_all()
+
     def reader(self) -> Content:
         """Wait for the upstream's answer, then return a reader of this fill."""
         with self.cond:
             while self.state == "connecting":
                 self.cond.wait()
-            if self.state == "streaming":
+            if self.state in ("streaming", "verified"):
                 try:
                     return _LocalFollower(self, str(self.spool))
                 except FileNotFoundError:
                     pass  # committed (renamed) or discarded just now
-            while self.state == "streaming":
+            while self.state in ("streaming", "verified"):
                 self.cond.wait()
             if self.state == "failed":
                 assert self.error is not None
@@ -245,13 +263,13 @@ class _LocalFollower(_SpoolReader):
                 if fill.state == "failed":
                     assert fill.error is not None
                     raise fill.error
-                done = fill.state == "done"
+                done = fill.state in ("verified", "done")
                 limit = fill.written if end is None else min(fill.written, end)
                 if not done and limit == fill.written:
                     limit -= 1  # the held-back last byte
                 if limit > pos or done:
                     return limit
-                fill.cond.wait(0.25)  # also bounds the delay of an unannounced chunk
+                fill.cond.wait(1.0)
 
 
 class _RemoteFollower(_SpoolReader):
