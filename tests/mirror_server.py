@@ -95,6 +95,15 @@ class MirrorServer:
             self.proc.wait(timeout=30)
         self.proc = None
 
+    def wait_committed(self, blob_path: str, timeout: float = 10) -> None:
+        """Wait until a blob is in the cache (clients get the bytes once they are verified;
+        the commit, an fsync and a rename or an S3 completion, follows)."""
+        deadline = time.monotonic() + timeout
+        while httpx.head(f"{self.url}{blob_path}").headers.get("X-Cache") != "HIT":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{blob_path} was not committed within {timeout} s")
+            time.sleep(0.05)
+
     def kill(self) -> None:
         """SIGKILL the whole server (master and workers), as a crash would."""
         self.stop(signal.SIGKILL)

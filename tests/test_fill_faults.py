@@ -21,6 +21,16 @@ def _stored(mirror: MirrorServer, digest: str) -> bool:
     return (mirror.data_dir / "storage/objects/blobs/sha256" / hexpart[:2] / hexpart).exists()
 
 
+def _eventually(check, seconds: float = 10) -> bool:
+    """The client has every byte once they are verified; the commit (fsync, rename) follows."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _tmp_files(mirror: MirrorServer) -> list[str]:
     return [p.name for p in (mirror.data_dir / "storage/tmp").iterdir()]
 
@@ -76,7 +86,7 @@ def test_corrupt_upstream_caches_nothing(mirror: MirrorServer, upstreams: Upstre
     good = httpx.get(url, timeout=30)
     assert good.status_code == 200 and good.content == data
     assert good.headers["X-Cache"] == "MISS"
-    assert _stored(mirror, digest)
+    assert _eventually(lambda: _stored(mirror, digest))
 
 
 def test_truncated_upstream_body_caches_nothing(mirror: MirrorServer, upstreams: Upstreams) -> None:
@@ -154,7 +164,7 @@ def test_crash_mid_fill_commits_nothing(
         response = httpx.get(url, timeout=60)
         assert response.status_code == 200
         assert hashlib.sha256(response.content).hexdigest() == digest.split(":")[1]
-        assert _stored(server, digest)
+        assert _eventually(lambda: _stored(server, digest))
         time.sleep(4)  # older than two leases: abandoned for sure
         server.manage("sweep_fills")
         assert _tmp_files(server) == []

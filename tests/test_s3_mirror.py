@@ -61,6 +61,7 @@ def test_blobs_through_s3(
         url = f"{server.url}/v2/ons3{redirect}/blobs/{digest}"
         cold = httpx.get(url, timeout=60)
         assert cold.headers["X-Cache"] == "MISS" and cold.content == data
+        server.wait_committed(f"/v2/ons3{redirect}/blobs/{digest}")
         upstreams.hub.reset()
         warm = httpx.get(url, timeout=60, follow_redirects=True)
         assert warm.content == data

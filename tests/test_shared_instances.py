@@ -60,6 +60,7 @@ def test_two_instances_fetch_once(tmp_path: Path, upstreams: Upstreams, database
         assert all(body == data for body in bodies)
         assert upstreams.hub.count("GET", f"/blobs/{digest}") == 1
         # Either instance now serves it from the shared cache.
+        first.wait_committed(f"/v2/shared/blobs/{digest}")
         for server in (first, second):
             response = httpx.get(f"{server.url}/v2/shared/blobs/{digest}", timeout=60)
             assert response.headers["X-Cache"] == "HIT" and response.content == data
