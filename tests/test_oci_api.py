@@ -103,6 +103,7 @@ def test_blob_get_head_and_ranges(mirror: MirrorServer, upstreams: Upstreams) ->
     cold = get(mirror, path, headers={"Range": "bytes=100-199"})  # a range on a cold blob
     assert cold.status_code == 206 and cold.content == data[100:200]
     assert cold.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+    mirror.wait_committed(path)  # the whole blob is filled behind the range
 
     full = get(mirror, path)
     assert full.status_code == 200 and full.content == data
