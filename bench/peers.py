@@ -23,7 +23,7 @@ _PROBLEM = re.compile(
 # Django "2025-01-01 10:00:00,123 ", gunicorn "[2025-01-01 10:00:00 +0000] [123] ", Go "time=..."
 _STAMP = re.compile(r'^(\d{4}-\d\d-\d\d [\d:,.]+ |\[[^]]+\] \[\d+\] |time="[^"]*" )')
 
-TOOLS = ("wrk", "skopeo", "nginx", "docker-registry")
+TOOLS = ("wrk", "skopeo", "nginx", "docker-registry", "go")
 
 # Production defaults (config/gunicorn.py, config/settings.py), over MirrorServer's test ones.
 MIRROR_ENV = {
@@ -69,7 +69,8 @@ def check_tools() -> None:
     if missing:
         raise SystemExit(
             f"bench: missing commands: {', '.join(missing)} "
-            "(Debian packages wrk, skopeo, nginx-light, docker-registry; `make test-debs`)"
+            "(Debian packages wrk, skopeo, nginx-light, docker-registry, golang-go; "
+            "`make test-debs`)"
         )
 
 

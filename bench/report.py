@@ -90,7 +90,7 @@ def environment() -> list[str]:
         "Command: `make bench` (runs `.venv/bin/python -m bench.run` from the repository root)",
         f"Software: Python {sys.version.split()[0]}, {_output(['docker-registry', '--version'])}"
         f", {_output(['nginx', '-v'])}, {_output(['wrk', '--version'])[:22]}, "
-        f"{_output(['skopeo', '--version'])}",
+        f"{_output(['skopeo', '--version'])}, {_output(['go', 'version'])}",
     ]
 
 

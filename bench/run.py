@@ -1,13 +1,16 @@
-"""`make bench`: measure the mirror against distribution's pull-through cache, side by side.
+"""`make bench`: measure the mirror against distribution's pull-through cache, side by side,
+then its Go module proxy against nginx serving the same static GOPROXY tree.
 
 Everything runs on 127.0.0.1 in one go: an upstream `docker-registry`, a counting FaultProxy
 in front of it, the mirror (gunicorn with production defaults) and distribution in proxy mode
-both pointed at the proxy, and nginx (sendfile) as the ceiling for blob throughput. Prints a
-table of figures, ratios and targets, then rewrites bench/RESULTS.md.
+both pointed at the proxy, and nginx (sendfile) as the ceiling for blob throughput; then a
+second mirror whose Go upstream is nginx serving generated modules, and the go command.
+Prints a table of figures, ratios and targets, then rewrites bench/RESULTS.md.
 
 Knobs for quick trial runs (the defaults are the real benchmark): BENCH_SECONDS (wrk duration,
-10), BENCH_ROUNDS (cold pulls per peer, 5), BENCH_BIG_MIB (1024), BENCH_KEEP=1 (keep the
-temp folder and print its path).
+10), BENCH_ROUNDS (cold pulls per peer, 5), BENCH_BIG_MIB (1024), BENCH_GO_MODULES (modules
+per `go mod download`, 100), BENCH_GO_ROUNDS (3), BENCH_GO_ZIP_MIB (400), BENCH_KEEP=1 (keep
+the temp folder and print its path).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from types import FrameType
 
 from tests.support.images import Layout
 
-from . import figures
+from . import figures, gofigures, gomod
 from .measure import (
     big_pulls,
     cold_pulls,
@@ -51,6 +54,10 @@ CAVEATS = [
     "- On this VM, writes into the page cache become several times more expensive in the kernel "
     "once the run has written ~10 GB (perf: `copy_folio_from_iter_atomic`); the cold large-blob "
     "figures (5c and the CPU split in the details) include that, for both peers.",
+    "- The Go measures (6, 7) run after the OCI ones, whose servers stay up (idle) meanwhile. "
+    "nginx is both the mirror's Go upstream and the reference, and the go command shares the "
+    "CPUs with both; with ~20 KB modules a `go mod download` from nginx takes a fraction of a "
+    "second, so ratio 6 weighs the mirror's per-request cost, not its bandwidth.",
 ]
 
 
@@ -114,24 +121,37 @@ def bench(root: Path, stack: ExitStack) -> None:
     nginx = start_nginx(root, images.warm.path / "blobs" / "sha256", stack)
     snapshots = [_checkpoint(p, "after start")]
 
-    say("1/5 warm manifests")
+    say("1/7 warm manifests")
     manifests = warm_manifests(p, "bench/warm", seconds)
     snapshots.append(_checkpoint(p, "after 1 (manifests)"))
-    say("2/5 warm blobs")
+    say("2/7 warm blobs")
     blobs = warm_blobs(p, "bench/warm", images.warm, nginx, seconds)
     snapshots.append(_checkpoint(p, "after 2 (warm blobs)"))
-    say(f"3/5 cold pulls ({rounds} rounds)")
+    say(f"3/7 cold pulls ({rounds} rounds)")
     cold = cold_pulls(p, images.cold)
     snapshots.append(_checkpoint(p, "after 3 (cold pulls)"))
-    say("4/5 16 concurrent cold GETs")
+    say("4/7 16 concurrent cold GETs")
     herd = stampede(p, images.herd)
     snapshots.append(_checkpoint(p, "after 4 (stampede)"))
-    say(f"5/5 cold {big_mib} MiB blob")
+    say(f"5/7 cold {big_mib} MiB blob")
     big = big_pulls(p, images.big)
     snapshots.append(_checkpoint(p, "after 5 (large blob)"))
 
+    go_modules, go_rounds = _env_int("BENCH_GO_MODULES", 100), _env_int("BENCH_GO_ROUNDS", 3)
+    zip_mib = _env_int("BENCH_GO_ZIP_MIB", 400)
+    say("writing Go modules; starting nginx on them and a mirror with nginx as its Go upstream")
+    g = gomod.start(root, stack, go_modules, go_rounds, zip_mib)
+    go_snapshots = [gofigures.checkpoint(g, "after start", gomod.memory_snapshot(g))]
+    say(f"6/7 go mod download of {go_modules} modules ({go_rounds} rounds)")
+    downloads = gomod.downloads(g)
+    go_snapshots.append(gofigures.checkpoint(g, "after 6", gomod.memory_snapshot(g)))
+    say(f"7/7 cold {zip_mib} MiB module zip")
+    zip_pull = gomod.big_zip(g)
+    go_snapshots.append(gofigures.checkpoint(g, "after 7", gomod.memory_snapshot(g)))
+
     rows = figures.rows(manifests, blobs, cold, herd, big, cold_mib, big_mib)
-    logs = figures.log_section(p)
+    rows += gofigures.rows(downloads, zip_pull, zip_mib)
+    logs = figures.log_section(p) + gofigures.log_section(g)
     print("\n" + markdown_table(rows) + "\n", flush=True)
     for row in rows:
         if row.met is not None:
@@ -140,8 +160,16 @@ def bench(root: Path, stack: ExitStack) -> None:
     path = write_results(
         rows,
         [
-            ("What the figures measure", figures.explanations(cold_mib, big_mib, seconds, rounds)),
-            ("Details", figures.details(p, manifests, blobs, cold, herd, big, snapshots)),
+            (
+                "What the figures measure",
+                figures.explanations(cold_mib, big_mib, seconds, rounds)
+                + gofigures.explanations(downloads, zip_mib),
+            ),
+            (
+                "Details",
+                figures.details(p, manifests, blobs, cold, herd, big, snapshots)
+                + gofigures.details(downloads, zip_pull, g, go_snapshots),
+            ),
             ("Server logs", logs),
             ("Caveats", CAVEATS),
         ],
@@ -168,9 +196,12 @@ def main() -> int:
         print("bench: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        log = root / "mirror" / "server.log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no mirror log)"
-        print(f"bench: FAILED: {e}\n--- end of the mirror's log ---\n{tail}", file=sys.stderr)
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        for name in ("mirror", "go-mirror"):
+            log = root / name / "server.log"
+            if log.exists():
+                tail = log.read_text(errors="replace")[-3000:]
+                print(f"--- end of the {name}'s log ---\n{tail}", file=sys.stderr)
         raise
     finally:
         if keep:
