@@ -88,22 +88,24 @@ def file(module: str, version: str, ext: str) -> fill.Content:
 
     content = fill.get(key, fetch=fetch, verifier=verifier)
     if ext == "zip":
+        if content.cache == "MISS":
+            _index(module, version, content.size)
         stats.record(
             "goproxy.ModuleVersion",
-            "pk",
-            _index(module, version, content.size),
+            module=module,
+            version=version,
             count_field="download_count",
             last_field="last_download",
         )
     return content
 
 
-def _index(module: str, version: str, size: int | None) -> int:
-    row = ModuleVersion.objects.filter(module=module, version=version).only("pk").first()
-    if row is not None:
-        return row.pk
+def _index(module: str, version: str, size: int | None) -> None:
+    """Record a newly fetched version for the admin (and its download counts)."""
     try:
         with transaction.atomic():
-            return ModuleVersion.objects.create(module=module, version=version, zip_size=size).pk
+            ModuleVersion.objects.get_or_create(
+                module=module, version=version, defaults={"zip_size": size}
+            )
     except IntegrityError:
-        return ModuleVersion.objects.get(module=module, version=version).pk
+        pass  # created concurrently

@@ -22,24 +22,23 @@ from django.utils import timezone
 
 log = logging.getLogger(__name__)
 
-# (model label, lookup field, lookup value, count field, last-access field) -> increment
-_pending: Counter[tuple[str, str, Any, str, str]] = Counter()
+# (model label, lookup items, count field, last-access field) -> increment
+_pending: Counter[tuple[str, tuple[tuple[str, Any], ...], str, str]] = Counter()
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
 def record(
     model_label: str,
-    field: str,
-    value: Any,
     *,
     count_field: str = "pull_count",
     last_field: str = "last_pull",
+    **lookup: Any,
 ) -> None:
-    """Count one access to the row `model_label` where `field == value`."""
+    """Count one access to the row of `model_label` matching `lookup` (e.g. `pk=3`)."""
     global _thread
     with _lock:
-        _pending[(model_label, field, value, count_field, last_field)] += 1
+        _pending[(model_label, tuple(sorted(lookup.items())), count_field, last_field)] += 1
         if _thread is None:
             _thread = threading.Thread(target=_loop, name="stats-flush", daemon=True)
             _thread.start()
@@ -55,12 +54,12 @@ def flush() -> None:
         return
     now = timezone.now()
     try:
-        for (label, field, value, count_field, last_field), n in list(batch.items()):
-            model = apps.get_model(label)
-            model.objects.filter(**{field: value}).update(
+        for entry, n in list(batch.items()):
+            label, lookup, count_field, last_field = entry
+            apps.get_model(label).objects.filter(**dict(lookup)).update(
                 **{count_field: F(count_field) + n, last_field: now}
             )
-            del batch[(label, field, value, count_field, last_field)]
+            del batch[entry]
     finally:
         if batch:  # keep what was not written for the next flush
             with _lock:

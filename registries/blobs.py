@@ -58,7 +58,7 @@ def get_blob(route: Route, digest: str) -> fill.Content:
     except UpstreamNotFound:
         raise RegistryError("BLOB_UNKNOWN", "blob unknown", {"digest": digest}) from None
     stats.record(
-        "mirror.StoredObject", "key", key, count_field="access_count", last_field="last_access"
+        "mirror.StoredObject", key=key, count_field="access_count", last_field="last_access"
     )
     return content
 

@@ -62,7 +62,7 @@ def get_manifest(route: Route, reference: str, accept: list[str], head: bool) ->
     else:
         answer = _by_tag(route, reference, accept, head)
     if not head:
-        stats.record("registries.Manifest", "digest", answer.digest)
+        stats.record("registries.Manifest", digest=answer.digest)
     return answer
 
 
@@ -118,8 +118,8 @@ def _by_tag(route: Route, tag_name: str, accept: list[str], head: bool) -> Manif
                 ) from None
             cache = "MISS"
         body = bytes(manifest.body)
-        stats.record("registries.Tag", "pk", tag.pk)
-        stats.record("registries.Repository", "pk", tag.repository_id)
+        stats.record("registries.Tag", pk=tag.pk)
+        stats.record("registries.Repository", pk=tag.repository_id)
     return ManifestAnswer(tag.digest, tag.media_type, tag.size, body, cache)
 
 
@@ -211,7 +211,7 @@ def _repository(route: Route) -> Repository:
 
 def _count_repository(route: Route) -> None:
     repo = _repository(route)
-    stats.record("registries.Repository", "pk", repo.pk)
+    stats.record("registries.Repository", pk=repo.pk)
 
 
 def _save_tag(route: Route, name: str, digest: str, media_type: str, size: int) -> Tag:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from goproxy import tlog
 from goproxy.paths import InvalidPath, check_module_path, check_version, escape, unescape
 from goproxy.sumdb import SumdbError, VerifierKey, verify_note
-from goproxy.verify import check_zip, h1
+from goproxy.verify import check_zip, h1, zip_h1
 from mirror.errors import InvalidContent
 from tests.support.gomodules import Module, h1_zip
 
@@ -79,7 +79,8 @@ def test_h1_matches_reference(tmp_path: Path) -> None:
     )
     path = tmp_path / "m.zip"
     path.write_bytes(module.zip_bytes())
-    assert check_zip(path, module.path, module.version) == h1_zip(module.zip_bytes())
+    names = check_zip(path, module.path, module.version)
+    assert zip_h1(path, names) == h1_zip(module.zip_bytes())
     assert h1([("go.mod", module.mod_bytes())]) == module.h1_mod()
 
 
