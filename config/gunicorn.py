@@ -4,14 +4,19 @@ Worker model: gthread. Every streaming client holds one thread for as long as it
 lasts, so slow clients pulling large blobs each block only their own thread; warm blobs leave
 through sendfile (gunicorn uses it for `wsgi.file_wrapper` responses), so a thread costs little
 CPU while it waits on a slow socket. Processes x threads bounds concurrent downloads; raise
-`GUNICORN_THREADS` for more. See bench/RESULTS.md for the measurements behind the defaults.
+`GUNICORN_THREADS` for more.
+
+Measured with `python -m bench.worker_model` (2026-11-23, 2 cores, 2 processes): while 16
+clients read a 64 MiB blob at 1 MiB/s, 20 warm manifest requests took 21 ms median with
+gthread; with sync workers all 20 timed out (10 s), the two processes being held by the slow
+downloads.
 """
 
 import multiprocessing
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")  # bench/worker_model.py
 workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
 threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 # Idle keep-alive connections are cheap with gthread (they wait in the poller, not a thread).
