@@ -5,15 +5,14 @@ and the real upstream registry."""
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.conftest import Upstreams
 from tests.mirror_server import MirrorServer
+from tests.support.net import get_together
 
 
 def _stored(mirror: MirrorServer, digest: str) -> bool:
@@ -61,14 +60,7 @@ def test_concurrent_cold_requests_fetch_once(mirror: MirrorServer, upstreams: Up
     digest, data = _layer(upstreams, "coalesce", 3 * 1024 * 1024)
     upstreams.hub.delay_per_chunk = 0.01
     upstreams.hub.reset()
-    barrier = threading.Barrier(16)
-
-    def pull(_: int) -> bytes:
-        barrier.wait()
-        return httpx.get(f"{mirror.url}/v2/coalesce/blobs/{digest}", timeout=60).content
-
-    with ThreadPoolExecutor(16) as pool:
-        bodies = list(pool.map(pull, range(16)))
+    bodies = get_together([f"{mirror.url}/v2/coalesce/blobs/{digest}"] * 16)
     assert all(body == data for body in bodies)
     assert upstreams.hub.count("GET", f"/blobs/{digest}") == 1
 

@@ -4,10 +4,8 @@ built from golang.org/x/mod."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.gocmd import GoError, go_env, run_go
 from tests.support.gomodules import Module, StaticServer, write_tree
 from tests.support.gosumdb import SumDB
+from tests.support.net import get_together
 
 SUMDB_NAME = "sum.entrepot.test"
 PUBLIC_A = [
@@ -150,15 +149,8 @@ def test_zip_fetched_once_however_often_downloaded(go: GoWorld) -> None:
 def test_concurrent_cold_zip_requests_fetch_once(go: GoWorld) -> None:
     module = PUBLIC_A[7]
     go.first.delay_per_chunk = 0.005
-    barrier = threading.Barrier(8)
-
-    def pull(_: int) -> bytes:
-        barrier.wait()
-        return httpx.get(f"{go.mirror.url}{module.url_path('zip')}", timeout=60).content
-
     try:
-        with ThreadPoolExecutor(8) as pool:
-            bodies = list(pool.map(pull, range(8)))
+        bodies = get_together([f"{go.mirror.url}{module.url_path('zip')}"] * 8)
     finally:
         go.first.delay_per_chunk = 0
     assert all(body == module.zip_bytes() for body in bodies)

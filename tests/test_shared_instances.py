@@ -4,10 +4,8 @@ them for a blob both are asked for at once."""
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 
 from tests.conftest import Upstreams, write_config
 from tests.mirror_server import MirrorServer
+from tests.support.net import get_together
 
 PG_ADMIN = os.environ.get("ENTREPOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -48,15 +47,7 @@ def test_two_instances_fetch_once(tmp_path: Path, upstreams: Upstreams, database
         data = layout.blob_bytes(digest)
         upstreams.hub.delay_per_chunk = 0.01
         upstreams.hub.reset()
-        barrier = threading.Barrier(16)
-
-        def pull(i: int) -> bytes:
-            server = (first, second)[i % 2]
-            barrier.wait()
-            return httpx.get(f"{server.url}/v2/shared/blobs/{digest}", timeout=60).content
-
-        with ThreadPoolExecutor(16) as pool:
-            bodies = list(pool.map(pull, range(16)))
+        bodies = get_together([f"{s.url}/v2/shared/blobs/{digest}" for s in (first, second) * 8])
         assert all(body == data for body in bodies)
         assert upstreams.hub.count("GET", f"/blobs/{digest}") == 1
         # Either instance now serves it from the shared cache.

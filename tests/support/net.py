@@ -1,13 +1,18 @@
-"""Small networking helpers for tests: free ports and waiting for HTTP servers."""
+"""Small networking helpers for tests: free ports, waiting for HTTP servers, and clients
+that ask at the same moment."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["free_port", "wait_http"]
+import httpx
+
+__all__ = ["free_port", "get_together", "wait_http"]
 
 
 def free_port() -> int:
@@ -40,3 +45,15 @@ def wait_http(url: str, timeout: float = 15.0) -> int:
                 f"no HTTP answer from {url} within {timeout:.1f}s (last error: {last_error!r})"
             )
         time.sleep(0.05)
+
+
+def get_together(urls: list[str], timeout: float = 60.0) -> list[bytes]:
+    """GET every URL at once (threads released together by a barrier); return the bodies."""
+    barrier = threading.Barrier(len(urls))
+
+    def get(url: str) -> bytes:
+        barrier.wait()
+        return httpx.get(url, timeout=timeout).content
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        return list(pool.map(get, urls))
