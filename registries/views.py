@@ -13,7 +13,14 @@ from urllib.parse import urlencode
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from mirror.errors import UpstreamDenied, UpstreamError, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import (
+    DigestMismatch,
+    InvalidContent,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
 
 from . import blobs, catalog, manifests
@@ -40,6 +47,10 @@ def v2(request: HttpRequest, path: str = "") -> HttpResponse:
         response = e.response()
     except UpstreamError as e:
         response = _upstream_error(e).response()
+    except (DigestMismatch, InvalidContent) as e:
+        # The upstream's bytes failed verification before any reached the client.
+        response = RegistryError("DIGEST_INVALID", f"upstream content refused: {e}", status=502)
+        response = response.response()
     response[API_VERSION[0]] = API_VERSION[1]
     return response
 

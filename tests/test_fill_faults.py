@@ -69,9 +69,10 @@ def test_corrupt_upstream_caches_nothing(mirror: MirrorServer, upstreams: Upstre
     digest, data = _layer(upstreams, "corrupt", 500_000)
     upstreams.hub.corrupt = True
     url = f"{mirror.url}/v2/corrupt/blobs/{digest}"
-    with pytest.raises(httpx.HTTPError):  # the body is cut short, never ended cleanly
-        response = httpx.get(url, timeout=30)
-        assert response.status_code >= 500
+    # Refused: a 502 when verification fails before the first byte leaves, else the body is
+    # cut short; never a clean end of a wrong body.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url, timeout=30).raise_for_status()
     time.sleep(0.5)
     assert not _stored(mirror, digest)
     upstreams.hub.corrupt = False
@@ -79,6 +80,18 @@ def test_corrupt_upstream_caches_nothing(mirror: MirrorServer, upstreams: Upstre
     assert good.status_code == 200 and good.content == data
     assert good.headers["X-Cache"] == "MISS"
     assert _eventually(lambda: _stored(mirror, digest))
+
+
+def test_small_corrupt_blob_is_a_clean_oci_error(
+    mirror: MirrorServer, upstreams: Upstreams
+) -> None:
+    """Below the held-back tail, nothing leaves before verification: a proper error answer."""
+    digest, data = _layer(upstreams, "smallcorrupt", 10_000)
+    upstreams.hub.corrupt = True
+    response = httpx.get(f"{mirror.url}/v2/smallcorrupt/blobs/{digest}", timeout=30)
+    assert response.status_code == 502
+    assert response.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    assert not _stored(mirror, digest)
 
 
 def test_truncated_upstream_body_caches_nothing(mirror: MirrorServer, upstreams: Upstreams) -> None:
