@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ _POLL = 0.05
 WRITE_BYTES = 1024 * 1024
 WRITE_SECONDS = 0.02
 HOLDBACK = 64 * 1024
+RECENT_BLOCKS = 8
 
 
 def _limit(written: int, end: int | None, verified: bool) -> int:
@@ -116,13 +118,16 @@ class _SpoolReader(Content):
     def open(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self._iterate(start, None if length is None else start + length)
 
+    def _read(self, pos: int, size: int) -> bytes:
+        return os.pread(self._fd, size, pos)
+
     def _iterate(self, pos: int, end: int | None) -> Iterator[bytes]:
         try:
             while end is None or pos < end:
                 limit = self._readable(pos, end)
                 if limit <= pos:
                     return
-                data = os.pread(self._fd, min(limit - pos, CHUNK), pos)
+                data = self._read(pos, min(limit - pos, CHUNK))
                 if not data:
                     raise UpstreamUnavailable("spool file shrank")
                 pos += len(data)
@@ -144,6 +149,9 @@ class Fill:
         self.size: int | None = None
         self.state = "connecting"  # -> streaming -> verified -> done | failed
         self.error: MirrorError | None = None
+        # The last blocks written, as (offset, bytes): readers keeping up take them from here
+        # instead of reading the spool back (one copy less per byte).
+        self.recent: deque[tuple[int, bytes]] = deque(maxlen=RECENT_BLOCKS)
         self.writer: Writer | None = None
         self.spool: Path | None = None
         self.upstream_id: int | None = None
@@ -238,6 +246,7 @@ class Fill:
             separate_spool.write(data)
             separate_spool.flush()
         with self.cond:
+            self.recent.append((self.written, data))
             self.written += len(data)
             self.cond.notify_all()
 
@@ -266,6 +275,17 @@ class _LocalFollower(_SpoolReader):
     def __init__(self, fill: Fill, path: str) -> None:
         self.fill = fill
         super().__init__(path, fill.size)
+
+    def _read(self, pos: int, size: int) -> bytes:
+        with self.fill.cond:
+            blocks = list(self.fill.recent)
+        for start, block in reversed(blocks):
+            if start <= pos < start + len(block):
+                offset = pos - start
+                if offset == 0 and size >= len(block):
+                    return block
+                return block[offset : offset + size]
+        return super()._read(pos, size)
 
     def _readable(self, pos: int, end: int | None) -> int:
         fill = self.fill
