@@ -28,7 +28,7 @@ class Download:
     sha256: str
     seconds: float
     headers_after: float = 0.0  # seconds until the status line and headers arrived
-    last_gap: float = 0.0  # seconds the final read waited (a held-back last byte shows here)
+    last_gap: float = 0.0  # seconds the final read waited (a held-back tail shows here)
 
     def matches(self, digest: str) -> bool:
         return self.status == 200 and f"sha256:{self.sha256}" == digest

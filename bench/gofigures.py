@@ -56,7 +56,7 @@ def rows(d: GoDownloads, z: ZipPull, zip_mib: int) -> list[Row]:
         ),
         Row("7b. Peak RSS sum, master + workers, MiB", _mib(z.peak_sum), "-", "-", "-", "-", None),
         Row(
-            f"7c. Cold {zip_mib} MiB module zip GET, s (final byte held back)",
+            f"7c. Cold {zip_mib} MiB module zip GET, s (wait for the held-back tail)",
             f"{z.seconds:.1f} ({z.last_gap:.1f})",
             "-",
             f"nginx {z.nginx_seconds:.2f}",
@@ -96,7 +96,7 @@ def explanations(d: GoDownloads, zip_mib: int) -> list[str]:
         "random bytes (zip deflated, built once per run with `ZipFile.open('w')`). One cold "
         "GET of its `.zip` through the mirror with the hashing client, while VmRSS of the "
         "gunicorn master and each worker is sampled every 50 ms; the body's sha256 must equal "
-        "the file's. The mirror holds back the final byte until the whole zip has passed its "
+        "the file's. The mirror holds back the last 64 KiB until the whole zip has passed its "
         "checks; 7c shows that wait in brackets. Reference: the same GET from nginx right "
         "after.",
     ]
