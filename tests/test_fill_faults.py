@@ -86,7 +86,7 @@ def test_small_corrupt_blob_is_a_clean_oci_error(
     mirror: MirrorServer, upstreams: Upstreams
 ) -> None:
     """Below the held-back tail, nothing leaves before verification: a proper error answer."""
-    digest, data = _layer(upstreams, "smallcorrupt", 10_000)
+    digest, _ = _layer(upstreams, "smallcorrupt", 10_000)
     upstreams.hub.corrupt = True
     response = httpx.get(f"{mirror.url}/v2/smallcorrupt/blobs/{digest}", timeout=30)
     assert response.status_code == 502
