@@ -18,122 +18,42 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import connection
 
 from . import leases
+from .content import (
+    CHUNK,
+    Content,
+    RemoteFollower,
+    Source,
+    SpoolReader,
+    StoredContent,
+    Verifier,
+    readable_limit,
+)
 from .errors import DigestMismatch, MirrorError, UpstreamUnavailable
 from .models import FillLease, StoredObject
 from .storage import Storage, Writer, get_storage
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
-_POLL = 0.05
 # Arriving bytes are written (and readers woken) in batches of this size, or after this long:
 # writing and waking per network read (64 KiB) costs several times more (measured: 64 KiB
 # writes reach 0.5 GB/s on ext4 here, 1 MiB writes 4 GB/s). The first bytes go at once.
 WRITE_BYTES = 1024 * 1024
 WRITE_SECONDS = 0.02
-HOLDBACK = 64 * 1024
 RECENT_BLOCKS = 8
 
-
-def _limit(written: int, end: int | None, verified: bool) -> int:
-    """How far a reader may read now: before verification, never the object's last HOLDBACK
-    bytes nor the last byte of the requested range."""
-    if verified:
-        return written if end is None else min(written, end)
-    limit = written - HOLDBACK
-    return limit if end is None else min(limit, end - 1)
-
-
-@dataclass
-class Source:
-    """An upstream body, opened (status and headers checked) but not yet read."""
-
-    size: int | None
-    chunks: Iterator[bytes]
-    close: Callable[[], None]
-
-
-class Verifier(Protocol):
-    """Checks a body as it streams (`update`), then as a whole (`verify`, given the local
-    file holding every byte, for checks that need random access such as a zip's directory);
-    `verify` raises DigestMismatch or InvalidContent."""
-
-    def update(self, chunk: bytes) -> None: ...
-
-    def verify(self, size: int, path: Path) -> None: ...
-
-
-class Content:
-    """Bytes of one object, committed or on their way. `size` is None only if unknown."""
-
-    cache = "HIT"
-    size: int | None = None
-
-    def open(self, start: int = 0, length: int | None = None) -> BinaryIO | Iterator[bytes]:
-        """A file (committed local objects, for sendfile) or an iterator of chunks."""
-        raise NotImplementedError
-
-    def redirect_url(self) -> str | None:
-        return None
-
-
-class StoredContent(Content):
-    def __init__(self, storage: Storage, key: str, size: int) -> None:
-        self.storage, self.key, self.size = storage, key, size
-
-    def open(self, start: int = 0, length: int | None = None) -> BinaryIO:
-        return self.storage.open(self.key, start, length)
-
-    def redirect_url(self) -> str | None:
-        return self.storage.presigned_url(self.key) if settings.MIRROR_S3_REDIRECT else None
-
-
-class _SpoolReader(Content):
-    """Reads a growing spool file; subclasses say how much of it may be read."""
-
-    cache = "MISS"
-
-    def __init__(self, path: str, size: int | None) -> None:
-        self.size = size
-        self._fd = os.open(path, os.O_RDONLY)
-
-    def _readable(self, pos: int, end: int | None) -> int:
-        """Block until bytes past `pos` may be read; return the limit, or `pos` at the end."""
-        raise NotImplementedError
-
-    def open(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return self._iterate(start, None if length is None else start + length)
-
-    def _read(self, pos: int, size: int) -> bytes:
-        return os.pread(self._fd, size, pos)
-
-    def _iterate(self, pos: int, end: int | None) -> Iterator[bytes]:
-        try:
-            while end is None or pos < end:
-                limit = self._readable(pos, end)
-                if limit <= pos:
-                    return
-                data = self._read(pos, min(limit - pos, CHUNK))
-                if not data:
-                    raise UpstreamUnavailable("spool file shrank")
-                pos += len(data)
-                yield data
-        finally:
-            os.close(self._fd)
+__all__ = ["CHUNK", "Content", "Source", "Verifier", "get", "stored", "sweep_spools"]
 
 
 class Fill:
@@ -271,7 +191,7 @@ class Fill:
         return content
 
 
-class _LocalFollower(_SpoolReader):
+class _LocalFollower(SpoolReader):
     def __init__(self, fill: Fill, path: str) -> None:
         self.fill = fill
         super().__init__(path, fill.size)
@@ -295,35 +215,10 @@ class _LocalFollower(_SpoolReader):
                     assert fill.error is not None
                     raise fill.error
                 done = fill.state in ("verified", "done")
-                limit = _limit(fill.written, end, done)
+                limit = readable_limit(fill.written, end, done)
                 if limit > pos or done:
                     return limit
                 fill.cond.wait(1.0)
-
-
-class _RemoteFollower(_SpoolReader):
-    """Tails the spool file of a filler in another process on this host."""
-
-    def __init__(self, key: str, lease: FillLease, storage: Storage) -> None:
-        self.key, self.lease, self.storage = key, lease, storage
-        self._done = False
-        self._checked = time.monotonic()
-        super().__init__(lease.spool_path, lease.size)
-
-    def _readable(self, pos: int, end: int | None) -> int:
-        while True:
-            limit = _limit(os.fstat(self._fd).st_size, end, self._done)
-            if limit > pos or self._done:
-                return limit
-            if time.monotonic() - self._checked > 0.5:
-                self._checked = time.monotonic()
-                live = leases.current(self.key)
-                if live is None or live.owner != self.lease.owner:
-                    if self.storage.stat(self.key) is None:
-                        raise UpstreamUnavailable(f"the fill of {self.key} failed elsewhere")
-                    self._done = True
-                    continue
-            time.sleep(_POLL)
 
 
 _fills: dict[str, Fill] = {}
@@ -437,7 +332,7 @@ def _follow_elsewhere(key: str, storage: Storage) -> Content | None:
     while (lease := leases.current(key)) is not None:
         if lease.spool_path and leases.is_local(lease):
             try:
-                return _RemoteFollower(key, lease, storage)
+                return RemoteFollower(key, lease, storage)
             except FileNotFoundError:
                 return None  # it finished or failed just now
         time.sleep(0.1)  # connecting, or filling on another host: wait for the commit
