@@ -20,7 +20,7 @@ from tests.support.gomodules import Module, StaticServer, write_tree
 
 from . import rss
 from .client import fetch
-from .measure import say, settle
+from .measure import BigPull, sampled_pull, say, settle
 from .peers import MIRROR_ENV
 
 MIB = 1024 * 1024
@@ -177,25 +177,13 @@ def downloads(g: GoPeers) -> GoDownloads:
 
 
 @dataclass
-class ZipPull:
+class ZipPull(BigPull):
     """The cold large zip through the mirror, and the same GET from nginx."""
 
-    size: int
-    seconds: float
-    ok: bool
-    headers_after: float
-    last_gap: float
-    upstream_gets: int
-    peak_worker: int
-    peak_master: int
-    peak_sum: int
-    before: int
-    samples: int
-    cpu: float
-    cpu_sys: float
-    nginx_seconds: float
-    nginx_ok: bool
-    hwm_after: list[int]
+    size: int = 0
+    nginx_seconds: float = 0.0
+    nginx_ok: bool = False
+    hwm_after: list[int] = field(default_factory=list)
 
 
 def big_zip(g: GoPeers) -> ZipPull:
@@ -203,32 +191,18 @@ def big_zip(g: GoPeers) -> ZipPull:
     its gunicorn master and workers; then the same GET from nginx."""
     path = g.big.module.url_path("zip")
     digest = f"sha256:{g.big.sha256}"
-    settle()
-    pids = rss.gunicorn_pids(g.mirror_pid)
-    before = max(rss.rss(pid) or 0 for pid in pids)
-    cpu = [rss.cpu_times(pid) for pid in pids]
     seen = len(g.nginx.access_log())
-    with rss.RssSampler(lambda: rss.gunicorn_pids(g.mirror_pid), interval=0.05) as sampler:
-        d = fetch(g.mirror.url + path, timeout=900)
-    user = sum(rss.cpu_times(pid)[0] - c[0] for pid, c in zip(pids, cpu, strict=True))
-    system = sum(rss.cpu_times(pid)[1] - c[1] for pid, c in zip(pids, cpu, strict=True))
-    upstream = sum(path in line for line in g.nginx.access_log()[seen:])
+    b, d = sampled_pull(
+        g.mirror.url + path,
+        digest,
+        lambda: rss.gunicorn_pids(g.mirror_pid),
+        lambda: sum(path in line for line in g.nginx.access_log()[seen:]),
+    )
     settle()
     direct = fetch(g.nginx.url + path, timeout=900)
     z = ZipPull(
+        **vars(b),
         size=d.size,
-        seconds=d.seconds,
-        ok=d.matches(digest),
-        headers_after=d.headers_after,
-        last_gap=d.last_gap,
-        upstream_gets=upstream,
-        peak_worker=sampler.peak_of("worker"),
-        peak_master=sampler.peak_of("master"),
-        peak_sum=sampler.peak_sum,
-        before=before,
-        samples=sampler.samples,
-        cpu=user + system,
-        cpu_sys=system,
         nginx_seconds=direct.seconds,
         nginx_ok=direct.matches(digest),
         hwm_after=[rss.hwm(pid) or 0 for pid in rss.children(g.mirror_pid)],

@@ -189,26 +189,28 @@ class BigPull:
     seq: int = 0  # position in the run order
 
 
-def _big_pull(p: Peers, peer: str, url: str, digest: str) -> BigPull:
-    pid_sets: dict[str, Callable[[], dict[int, str]]] = {
-        "mirror": lambda: rss.gunicorn_pids(p.mirror_pid),
-        "distribution": lambda: {p.dist_pid: "worker"},
-    }
+def sampled_pull(
+    url: str,
+    digest: str,
+    pids: Callable[[], dict[int, str]],
+    upstream_gets: Callable[[], int],
+) -> tuple[BigPull, Download]:
+    """GET `url` cold while sampling the RSS and CPU time of the serving processes `pids()`;
+    `upstream_gets()` is asked afterwards how many upstream GETs it caused."""
     settle()
-    pids = pid_sets[peer]()
-    before = max(rss.rss(pid) or 0 for pid in pids)
-    cpu = [rss.cpu_times(pid) for pid in pids]
-    p.proxy.reset()
-    with rss.RssSampler(pid_sets[peer], interval=0.05) as sampler:
+    start = pids()
+    before = max(rss.rss(pid) or 0 for pid in start)
+    cpu = [rss.cpu_times(pid) for pid in start]
+    with rss.RssSampler(pids, interval=0.05) as sampler:
         d = fetch(url, timeout=900)
-    user = sum(rss.cpu_times(pid)[0] - c[0] for pid, c in zip(pids, cpu, strict=True))
-    system = sum(rss.cpu_times(pid)[1] - c[1] for pid, c in zip(pids, cpu, strict=True))
+    user = sum(rss.cpu_times(pid)[0] - c[0] for pid, c in zip(start, cpu, strict=True))
+    system = sum(rss.cpu_times(pid)[1] - c[1] for pid, c in zip(start, cpu, strict=True))
     b = BigPull(
         seconds=d.seconds,
         ok=d.matches(digest),
         headers_after=d.headers_after,
         last_gap=d.last_gap,
-        upstream_gets=p.proxy.count("GET", digest),
+        upstream_gets=upstream_gets(),
         peak_worker=sampler.peak_of("worker"),
         peak_master=sampler.peak_of("master"),
         peak_sum=sampler.peak_sum,
@@ -217,6 +219,16 @@ def _big_pull(p: Peers, peer: str, url: str, digest: str) -> BigPull:
         cpu=user + system,
         cpu_sys=system,
     )
+    return b, d
+
+
+def _big_pull(p: Peers, peer: str, url: str, digest: str) -> BigPull:
+    pid_sets: dict[str, Callable[[], dict[int, str]]] = {
+        "mirror": lambda: rss.gunicorn_pids(p.mirror_pid),
+        "distribution": lambda: {p.dist_pid: "worker"},
+    }
+    p.proxy.reset()
+    b, d = sampled_pull(url, digest, pid_sets[peer], lambda: p.proxy.count("GET", digest))
     say(
         f"  {peer}: {d.size / MIB:.0f} MiB in {b.seconds:.1f}s (last read waited "
         f"{b.last_gap * 1000:.0f} ms), sha256 {'ok' if b.ok else 'WRONG'}, peak RSS "

@@ -30,10 +30,9 @@ def _scope(route: Route) -> str:
 def get_blob(route: Route, digest: str) -> fill.Content:
     """The blob's content, filling it from the upstream on a miss."""
     key = storage_key(digest)
-    client = client_for(route.upstream)
 
     def fetch() -> fill.Source:
-        response = client.send(
+        response = client_for(route.upstream).send(
             "GET",
             _path(route, digest),
             headers={"Accept-Encoding": "identity"},

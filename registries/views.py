@@ -26,7 +26,7 @@ from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
 from . import blobs, catalog, manifests
 from .errors import API_VERSION, RegistryError
 from .names import check_digest, check_name, check_reference, is_digest
-from .routing import route
+from .routing import Route, route
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def _dispatch(request: HttpRequest, path: str) -> HttpResponse:
     raise RegistryError("UNSUPPORTED", "unknown endpoint", {"path": path[:300]}, status=404)
 
 
-def _route(request: HttpRequest, name: str):
-    check_name(name)
+def _route(request: HttpRequest, name: str) -> Route:
+    """The route of an already validated name (the handlers check names first)."""
     return route(name, request.GET.get("ns") or None)
 
 

@@ -133,11 +133,6 @@ def _healthy_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     up: Upstreams = request.getfixturevalue("upstreams")
     for proxy in (up.hub, up.ghcr, up.corp):
-        proxy.delay_per_chunk = 0.0
-        proxy.corrupt = False
-        proxy.status = None
-        proxy.retry_after = None
-        proxy.cut_after = None
-        proxy.hang = False
+        proxy.clear_faults()
         if not proxy.running:
             proxy.start()
