@@ -143,3 +143,29 @@ LOGGING = {
 }
 # Key prefix inside the bucket, so that one bucket can hold several mirrors or other data.
 MIRROR_S3_PREFIX = os.environ.get("MIRROR_S3_PREFIX", "entrepot")
+
+# --- Caps and deadlines on everything that comes from an upstream (README "Caps and deadlines").
+# Largest small answer read into memory (tags/list, Go list/@latest/.info, sumdb answers, error
+# bodies), counted after decompression; over it: 502 and nothing cached.
+MIRROR_MAX_METADATA_BYTES = int(os.environ.get("MIRROR_MAX_METADATA_BYTES", 8 << 20))
+# Largest blob a fill accepts (0: no limit beyond the upstream's Content-Length).
+MIRROR_MAX_BLOB_BYTES = int(os.environ.get("MIRROR_MAX_BLOB_BYTES", 64 << 30))
+
+# --- Fill path (mirror/fill.py).
+# A fill no client reads any more is stopped after this many seconds.
+MIRROR_FILL_ABANDON_SECONDS = _env_float("MIRROR_FILL_ABANDON_SECONDS", 300)
+# At most this many fills run at once in one process; more wait up to
+# MIRROR_FILL_QUEUE_SECONDS, then get 503.
+MIRROR_MAX_FILLS = int(os.environ.get("MIRROR_MAX_FILLS", 32))
+MIRROR_FILL_QUEUE_SECONDS = _env_float("MIRROR_FILL_QUEUE_SECONDS", 10)
+# Storage below this many free bytes is "not ready" and refuses new fills (local folder).
+MIRROR_MIN_FREE_BYTES = int(os.environ.get("MIRROR_MIN_FREE_BYTES", 1 << 30))
+
+# --- Go (goproxy/).
+# "off" lets Go upstreams run with no checksum database configured (explicitly unverified).
+MIRROR_GO_VERIFY = os.environ.get("MIRROR_GO_VERIFY", "on").strip().lower()
+
+# --- Server (config/gunicorn.py, README "Running it").
+# A client must send its whole request head within this many seconds.
+MIRROR_REQUEST_HEAD_TIMEOUT = _env_float("MIRROR_REQUEST_HEAD_TIMEOUT", 10)
+

@@ -31,3 +31,21 @@ class DigestMismatch(MirrorError):
 
 class InvalidContent(MirrorError):
     """Content failed a protocol's validity rules and is not cached."""
+
+
+class UpstreamInvalid(UpstreamError):
+    """The upstream answered, but not with something we accept: a body over its cap, a
+    malformed or wrong-typed answer (JSON shape, media type, token answer), broken
+    compression, a redirect loop. Maps to 502, or STALE where a cached answer exists."""
+
+
+class StorageFull(MirrorError):
+    """Storage has no room for the object (ENOSPC, or below the free-space floor): 507."""
+
+
+class Overloaded(MirrorError):
+    """Too many fills run in this process right now: 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: float = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
