@@ -1,17 +1,18 @@
 """Small upstream answers with a TTL, served stale when the upstream fails.
 
 Used for what changes over time but is cheap to keep: a Go module's version list and
-`@latest`, checksum-database lookups and tiles. "Not found" is cached too, briefly.
+`@latest`, checksum-database lookups and tiles. "Not found" is cached too, briefly. Concurrent
+misses of one document cause one upstream fetch (mirror/singleflight.py).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.utils import timezone
 
+from . import singleflight
 from .errors import UpstreamError, UpstreamNotFound
 from .models import CachedDocument
 
@@ -31,34 +32,66 @@ def get_document(
     stale_max_age: float,
     not_found_ttl: float = 60,
 ) -> Document:
-    """The document under (namespace, key): cached within `ttl`, else fetched.
+    """The document under (namespace, key): cached within `ttl`, else fetched once for all
+    concurrent callers.
+
+    `fetch` must bound what it reads (`UpstreamClient.fetch` caps and times the answer) and
+    raise an UpstreamError for anything it does not accept: only its return value is stored.
 
     Raises:
         UpstreamNotFound: the upstream said so (now, or within `not_found_ttl`).
         UpstreamError: the upstream failed and no copy younger than `stale_max_age` exists.
     """
-    row = CachedDocument.objects.filter(namespace=namespace, key=key).first()
-    now = timezone.now()
-    if row is not None:
-        age = (now - row.fetched_at).total_seconds()
-        if row.status == 404 and age < not_found_ttl:
-            raise UpstreamNotFound(f"{key}: not found (cached)")
-        if row.status == 200 and age < ttl:
-            return Document(bytes(row.body), "HIT")
+    row = _row(namespace, key)
+    if row is not None and (cached := _fresh(row, ttl, not_found_ttl)) is not None:
+        return cached
+
+    def miss() -> Document:
+        try:
+            body = fetch()
+        except UpstreamNotFound:
+            _save(namespace, key, 404, b"")
+            raise
+        _save(namespace, key, 200, body)
+        return Document(body, "MISS")
+
+    def stored_by_another() -> Document | None:
+        newer = _row(namespace, key)
+        if newer is None or (row is not None and newer.fetched_at <= row.fetched_at):
+            return None
+        return _fresh(newer, ttl, not_found_ttl)
+
     try:
-        body = fetch()
+        return singleflight.once(f"doc:{namespace}:{key}", miss, recheck=stored_by_another)
     except UpstreamNotFound:
-        _save(namespace, key, 404, b"", now)
         raise
     except UpstreamError:
-        if row is not None and row.status == 200 and age < stale_max_age:
+        if row is not None and row.status == 200 and _age(row) < stale_max_age:
             return Document(bytes(row.body), "STALE")
         raise
-    _save(namespace, key, 200, body, now)
-    return Document(body, "MISS")
 
 
-def _save(namespace: str, key: str, status: int, body: bytes, when: dt.datetime) -> None:
+def _row(namespace: str, key: str) -> CachedDocument | None:
+    return CachedDocument.objects.filter(namespace=namespace, key=key).first()
+
+
+def _age(row: CachedDocument) -> float:
+    return (timezone.now() - row.fetched_at).total_seconds()
+
+
+def _fresh(row: CachedDocument, ttl: float, not_found_ttl: float) -> Document | None:
+    """The cached answer while it is fresh (raising for a fresh "not found"), else None."""
+    age = _age(row)
+    if row.status == 404 and age < not_found_ttl:
+        raise UpstreamNotFound("not found (cached)")
+    if row.status == 200 and age < ttl:
+        return Document(bytes(row.body), "HIT")
+    return None
+
+
+def _save(namespace: str, key: str, status: int, body: bytes) -> None:
     CachedDocument.objects.update_or_create(
-        namespace=namespace, key=key, defaults={"status": status, "body": body, "fetched_at": when}
+        namespace=namespace,
+        key=key,
+        defaults={"status": status, "body": body, "fetched_at": timezone.now()},
     )

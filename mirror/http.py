@@ -7,16 +7,27 @@ own challenge, and to redirects that upstream answers with (a registry's blob CD
 
 from __future__ import annotations
 
+import email.utils
+import json
 import logging
 import re
 import threading
 import time
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 from django.conf import settings
 
-from .errors import UpstreamDenied, UpstreamNotFound, UpstreamUnavailable
+from .deadlines import DeadlineBackend, deadline
+from .errors import (
+    UpstreamDenied,
+    UpstreamInvalid,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from .upstreams import UpstreamInfo
 
 log = logging.getLogger(__name__)
@@ -24,6 +35,12 @@ log = logging.getLogger(__name__)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 # Token lifetime assumed when the token endpoint gives none (the distribution spec's 60 s).
 _DEFAULT_TOKEN_SECONDS = 60
+# A token answer is a small JSON object; anything larger is not one.
+MAX_TOKEN_ANSWER = 64 * 1024
+# How long a 429's Retry-After may hold back our requests to that upstream, at most.
+MAX_RETRY_AFTER = 300
+# Content-Encoding -> zlib wbits (gzip header, zlib header); other codings are refused.
+_INFLATE_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 def _timeout(read: float | None = None) -> httpx.Timeout:
@@ -35,9 +52,104 @@ def _timeout(read: float | None = None) -> httpx.Timeout:
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+def parse_retry_after(value: str) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or an HTTP date), capped;
+    None when it is absent or malformed."""
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(min(int(value[:6]), MAX_RETRY_AFTER))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return float(min(max(when.timestamp() - time.time(), 0), MAX_RETRY_AFTER))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A small upstream answer, read whole (capped) within the metadata deadline."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; UpstreamInvalid when it is not JSON."""
+        try:
+            return json.loads(self.content)
+        except ValueError as e:  # includes UnicodeDecodeError
+            raise UpstreamInvalid(f"upstream answer is not JSON: {e}") from None
+
+
+class _Inflater:
+    """Decodes a Content-Encoding with bounded output: never more than `room` bytes at once,
+    so a small gzip that inflates to gigabytes is refused at the cap, not held in memory."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = encoding.strip().lower()
+        self._zlib = None
+        if encoding in _INFLATE_WBITS:
+            self._zlib = zlib.decompressobj(_INFLATE_WBITS[encoding])
+        elif encoding not in ("", "identity"):
+            raise UpstreamInvalid(f"unsupported Content-Encoding {encoding[:40]!r}")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """Decode `data`; raise UpstreamInvalid when it decodes to more than `room` bytes."""
+        if self._zlib is None:
+            if len(data) > room:
+                raise _OverCap
+            return data
+        try:
+            out = self._zlib.decompress(data, room)
+        except zlib.error as e:
+            raise UpstreamInvalid(f"broken compressed answer: {e}") from None
+        if self._zlib.unconsumed_tail:
+            raise _OverCap
+        return out
+
+    def finish(self) -> None:
+        if self._zlib is not None and not self._zlib.eof:
+            raise UpstreamInvalid("compressed answer ends early")
+
+
+class _OverCap(Exception):
+    pass
+
+
+def read_capped(response: httpx.Response, cap: int) -> bytes:
+    """The decoded body of a streamed response, at most `cap` bytes; UpstreamInvalid above
+    it (counted after decompression), UpstreamUnavailable when the connection fails."""
+    inflater = _Inflater(response.headers.get("Content-Encoding", ""))
+    body = bytearray()
+    try:
+        for raw in response.iter_raw():
+            body += inflater.feed(raw, cap - len(body))
+        inflater.finish()
+    except _OverCap:
+        raise UpstreamInvalid(f"upstream answer larger than {cap} bytes") from None
+    except httpx.HTTPError as e:
+        raise UpstreamUnavailable(f"upstream answer broke off: {type(e).__name__}") from e
+    return bytes(body)
+
+
+def _transport() -> httpx.HTTPTransport:
+    """httpx's transport with the deadline-aware socket backend (see mirror/deadlines.py)."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+    transport = httpx.HTTPTransport(limits=limits)
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=transport._pool._ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=DeadlineBackend(),
+    )
+    return transport
 
 
 class UpstreamClient:
@@ -49,7 +161,8 @@ class UpstreamClient:
             base_url=info.url,
             timeout=_timeout(),
             follow_redirects=True,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            max_redirects=10,
+            transport=_transport(),
             headers={"User-Agent": "entrepot"},
         )
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -59,6 +172,36 @@ class UpstreamClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        scope: str = "",
+        cap: int | None = None,
+    ) -> Answer:
+        """A small answer, whole: the exchange (token dance included) ends within
+        MIRROR_UPSTREAM_METADATA_TIMEOUT, and the decoded body is at most `cap` bytes
+        (MIRROR_MAX_METADATA_BYTES by default).
+
+        Raises:
+            UpstreamError: as `send`, plus UpstreamInvalid for an answer over the cap or with
+                broken compression, and UpstreamUnavailable when the deadline passes.
+        """
+        cap = settings.MIRROR_MAX_METADATA_BYTES if cap is None else cap
+        headers = {"Accept-Encoding": "gzip", **(headers or {})}
+        with deadline(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT):
+            response = self.send(
+                method, path, headers=headers, params=params, scope=scope, stream=True
+            )
+            try:
+                body = b"" if method == "HEAD" else read_capped(response, cap)
+            finally:
+                response.close()
+        return Answer(response.status_code, response.headers, body)
 
     def send(
         self,
@@ -71,14 +214,20 @@ class UpstreamClient:
         stream: bool = False,
         metadata: bool = True,
     ) -> httpx.Response:
-        """Send a request; return a 2xx/3xx response or raise an Upstream* error.
+        """Send a request; return a 2xx/3xx response (body unread) or raise an Upstream* error.
+
+        For small answers use `fetch`; this is for streamed bodies, which the caller reads and
+        closes.
 
         Args:
             scope: the token scope this request needs (e.g. `repository:library/alpine:pull`).
-            stream: leave the body unread; the caller must close the response.
+            stream: must be True (the body is left unread for the caller); callers not yet
+                moved to `fetch` get its Answer instead.
             metadata: a small answer is expected: use the short read timeout, so that a hung
                 upstream turns into a stale answer or an error within seconds.
         """
+        if not stream:
+            return self.fetch(method, path, headers=headers, params=params, scope=scope)  # type: ignore[return-value]
         if time.monotonic() < self._blocked_until:
             raise UpstreamUnavailable(
                 f"{self.info.name} asked us to wait (Retry-After)",
@@ -86,24 +235,33 @@ class UpstreamClient:
             )
         timeout = _timeout(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT if metadata else None)
         for attempt in range(2):
-            request = self._http.build_request(
-                method,
-                path,
-                headers=self._with_auth(headers or {}, scope),
-                params=params,
-                timeout=timeout,
-            )
             try:
-                response = self._http.send(request, stream=stream)
+                request = self._http.build_request(
+                    method,
+                    path,
+                    headers=self._with_auth(headers or {}, scope),
+                    params=params,
+                    timeout=timeout,
+                )
+                response = self._http.send(request, stream=True)
             except httpx.TransportError as e:
                 raise UpstreamUnavailable(f"{self.info.name}: {type(e).__name__}") from e
-            if response.status_code == 401 and attempt == 0 and self._authenticate(response, scope):
-                response.close()
-                continue
+            except httpx.HTTPError as e:  # redirect loop, invalid redirect URL, ...
+                raise UpstreamInvalid(f"{self.info.name}: {type(e).__name__}") from e
+            if response.status_code == 401 and attempt == 0:
+                try:
+                    retry = self._authenticate(response, scope)
+                finally:
+                    response.close()
+                if retry:
+                    continue
+                raise UpstreamDenied(f"{self.info.name}: 401")
             return self._check(response)
         raise AssertionError("unreachable")
 
     def _check(self, response: httpx.Response) -> httpx.Response:
+        """Pass 2xx/3xx on; close anything else unread (an error body is never read) and
+        raise the error it means."""
         status = response.status_code
         if status < 400:
             return response
@@ -114,9 +272,9 @@ class UpstreamClient:
         if status in (401, 403):
             raise UpstreamDenied(f"{name}: {status}")
         if status == 429:
-            retry = _retry_after(response)
+            retry = parse_retry_after(response.headers.get("Retry-After", ""))
             if retry:
-                self._blocked_until = time.monotonic() + min(retry, 300)
+                self._blocked_until = time.monotonic() + retry
             raise UpstreamUnavailable(f"{name}: rate-limited (429)", retry_after=retry)
         raise UpstreamUnavailable(f"{name}: upstream answered {status}")
 
@@ -151,28 +309,55 @@ class UpstreamClient:
             return False
         self._uses_bearer = True
         creds = self.info.credentials()
-        try:
-            answer = self._http.get(
-                realm,
-                params={k: v for k, v in params.items() if k in ("service", "scope")},
-                auth=httpx.BasicAuth(*creds) if creds else None,
-                timeout=_timeout(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT),
-            )
-        except httpx.TransportError as e:
-            raise UpstreamUnavailable(f"{self.info.name}: token endpoint unreachable") from e
-        if answer.status_code != 200:
-            if answer.status_code in (401, 403):
-                raise UpstreamDenied(f"{self.info.name}: token endpoint refused us")
-            raise UpstreamUnavailable(f"{self.info.name}: token endpoint {answer.status_code}")
-        body = answer.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise UpstreamUnavailable(f"{self.info.name}: token endpoint gave no token")
-        lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_SECONDS)
+        name = self.info.name
+        with deadline(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT):
+            try:
+                answer = self._http.send(
+                    self._http.build_request(
+                        "GET",
+                        realm,
+                        params={k: v for k, v in params.items() if k in ("service", "scope")},
+                        headers={"Accept-Encoding": "gzip"},
+                        timeout=_timeout(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT),
+                    ),
+                    auth=httpx.BasicAuth(*creds) if creds else None,
+                    stream=True,
+                )
+            except httpx.TransportError as e:
+                raise UpstreamUnavailable(f"{name}: token endpoint unreachable") from e
+            except httpx.HTTPError as e:
+                raise UpstreamInvalid(f"{name}: token endpoint: {type(e).__name__}") from e
+            try:
+                if answer.status_code in (401, 403):
+                    raise UpstreamDenied(f"{name}: token endpoint refused us")
+                if answer.status_code != 200:
+                    raise UpstreamUnavailable(f"{name}: token endpoint {answer.status_code}")
+                body = read_capped(answer, MAX_TOKEN_ANSWER)
+            finally:
+                answer.close()
+        token, lifetime = _token_from(body, name)
         # Renew a little before expiry, so that a token never dies mid-request.
         with self._lock:
             self._tokens[scope] = (token, time.monotonic() + max(lifetime - 10, lifetime / 2))
         return True
+
+
+def _token_from(body: bytes, name: str) -> tuple[str, float]:
+    """(token, lifetime in seconds) from a token endpoint's JSON answer; UpstreamInvalid for
+    anything but an object with a non-empty string token."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise UpstreamInvalid(f"{name}: token answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise UpstreamInvalid(f"{name}: token answer is not a JSON object")
+    token = answer.get("token") or answer.get("access_token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_ANSWER:
+        raise UpstreamInvalid(f"{name}: token endpoint gave no usable token")
+    lifetime = answer.get("expires_in")
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
+        lifetime = _DEFAULT_TOKEN_SECONDS
+    return token, float(min(lifetime, 24 * 3600))
 
 
 _clients: dict[str, tuple[float, UpstreamClient]] = {}
@@ -184,8 +369,8 @@ def client_for(info: UpstreamInfo) -> UpstreamClient:
     with _clients_lock:
         entry = _clients.get(info.name)
         if entry is None or entry[0] != info.updated:
-            if entry is not None:
-                entry[1].close()
+            # The old client is not closed: fills in flight still read through it, and it
+            # closes its connections when the last of them lets it go.
             entry = (info.updated, UpstreamClient(info))
             _clients[info.name] = entry
         return entry[1]

@@ -1,0 +1,119 @@
+"""Fetch once: concurrent callers asking for the same thing cause one upstream request.
+
+Used for the small things that do not go through the streaming fill (mirror/fill.py): a tag
+revalidation, a manifest, a `tags/list`, a Go `list` or `@latest`, a checksum-database
+lookup. The key names the thing asked (upstream, name, kind[, media type]), not a digest.
+
+- In this process, the first caller (the leader) runs `fetch`; the others wait for it and get
+  its result or its exception.
+- Across processes and instances, the leader holds a fill lease on `once:<key>` (the same
+  table as the fill's). A caller in another process that finds the lease taken waits for it
+  to end, then calls `recheck()`, which reads what the leader stored (None: not there, for
+  example because the leader failed); only then does it fetch itself.
+
+Every wait is bounded: a leader that outlives MIRROR_FILL_LEASE_SECONDS * 2 stops being
+waited for, and the caller fetches on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from . import leases
+from .errors import UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+POLL = 0.05
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_flights: dict[str, _Flight] = {}
+_lock = threading.Lock()
+
+
+def _wait_seconds() -> float:
+    return settings.MIRROR_FILL_LEASE_SECONDS * 2
+
+
+def once(key: str, fetch: Callable[[], T], *, recheck: Callable[[], T | None] | None = None) -> T:
+    """`fetch()`'s result, with at most one `fetch` of `key` running at a time.
+
+    Raises whatever the leader's `fetch` raised (to its in-process followers too), or
+    UpstreamUnavailable when a leader in this process does not finish in time.
+    """
+    with _lock:
+        flight = _flights.get(key)
+        leader = flight is None
+        if leader:
+            flight = _flights[key] = _Flight()
+    assert flight is not None
+    if not leader:
+        if not flight.done.wait(_wait_seconds()):
+            raise UpstreamUnavailable(f"timed out waiting for a concurrent fetch of {key[:200]}")
+        if flight.error is not None:
+            raise flight.error
+        return flight.result
+    try:
+        flight.result = _lead(key, fetch, recheck)
+        return flight.result
+    except BaseException as e:
+        flight.error = e
+        raise
+    finally:
+        with _lock:
+            del _flights[key]
+        flight.done.set()
+
+
+def _lease_key(key: str) -> str:
+    """Lease keys are at most 512 characters: long keys are named by their hash."""
+    key = f"once:{key}"
+    return key if len(key) <= 200 else f"once:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _lead(key: str, fetch: Callable[[], T], recheck: Callable[[], T | None] | None) -> T:
+    """Run `fetch` under the cross-process lease, or take what another process stored."""
+    lease_key = _lease_key(key)
+    give_up = time.monotonic() + _wait_seconds()
+    while True:
+        try:
+            lease = leases.claim(lease_key)
+        except Exception:  # the database is briefly unavailable: fetch uncoordinated
+            log.warning("fetch-once lease for %s unavailable; fetching anyway", key[:200])
+            return fetch()
+        if lease is not None:
+            try:
+                return fetch()
+            finally:
+                try:
+                    leases.release(lease)
+                except Exception:  # it expires by itself; the fetch's answer still counts
+                    log.warning("releasing the fetch-once lease of %s failed", key[:200])
+        while time.monotonic() < give_up and _held(lease_key):
+            time.sleep(POLL)
+        if recheck is not None and (stored := recheck()) is not None:
+            return stored
+        if time.monotonic() >= give_up:
+            return fetch()
+
+
+def _held(lease_key: str) -> bool:
+    try:
+        return leases.current(lease_key) is not None
+    except Exception:
+        return False

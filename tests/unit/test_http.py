@@ -1,0 +1,225 @@
+"""The upstream HTTP client against a small misbehaving upstream: caps after decompression,
+total deadlines, hostile token answers, redirect loops, bad Retry-After."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mirror.errors import UpstreamDenied, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
+from mirror.http import UpstreamClient, parse_retry_after
+from mirror.upstreams import UpstreamInfo
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+def _reply(
+    status: int = 200, body: bytes = b"", **headers: str
+) -> Callable[[BaseHTTPRequestHandler], None]:
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        for name, value in headers.items():
+            h.send_header(name.replace("_", "-"), value)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    return handle
+
+
+def _trickle(h: BaseHTTPRequestHandler) -> None:
+    """A valid answer, one byte every 0.4 s: each read is quick, the whole is not."""
+    body = b'{"tags": []}' * 4
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    for byte in body:
+        h.wfile.write(bytes([byte]))
+        h.wfile.flush()
+        time.sleep(0.4)
+
+
+def _bomb() -> bytes:
+    """About 100 KiB of gzip that inflates to 100 MiB (made 1 MiB at a time)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = b"\0" * (1 << 20)
+    return b"".join(packer.compress(zeros) for _ in range(100)) + packer.flush()
+
+
+def _bearer(h: BaseHTTPRequestHandler) -> None:
+    if h.headers.get("Authorization") == "Bearer good":
+        _reply(200, b"ok")(h)
+        return
+    realm = f"http://127.0.0.1:{h.server.server_port}/token"
+    _reply(401, WWW_Authenticate=f'Bearer realm="{realm}",service="x"')(h)
+
+
+ROUTES: dict[str, Route] = {
+    "/small": _reply(200, b"hello"),
+    "/big": _reply(200, b"x" * 5000),
+    "/gzip": _reply(200, gzip.compress(b"hello gzip"), Content_Encoding="gzip"),
+    "/deflate": _reply(200, zlib.compress(b"hello deflate"), Content_Encoding="deflate"),
+    "/bomb": _reply(200, _bomb(), Content_Encoding="gzip"),
+    "/broken-gzip": _reply(200, b"\x1f\x8b\x08\x00garbage", Content_Encoding="gzip"),
+    "/brotli": _reply(200, b"???", Content_Encoding="br"),
+    "/trickle": _trickle,
+    "/loop": _reply(302, Location="/loop"),
+    "/missing": _reply(404, b"x" * 100_000),
+    "/limited": _reply(429, Retry_After="Wed, 21 Oct 2015 07:28:00 GMT"),
+    "/limited-garbage": _reply(429, Retry_After="soon" * 1000),
+    "/huge-error": _reply(500, b"e" * (1 << 20)),
+    "/protected": _bearer,
+}
+TOKENS: dict[str, bytes] = {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if path == "/token":
+            _reply(200, self.server.token_answer)(self)  # type: ignore[attr-defined]
+            return
+        ROUTES[path](self)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that give up mid-answer are what these tests do: nothing to report."""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ThreadingHTTPServer]:
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.token_answer = b""  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def client(upstream: ThreadingHTTPServer, settings) -> UpstreamClient:
+    settings.MIRROR_UPSTREAM_METADATA_TIMEOUT = 1.5
+    settings.MIRROR_MAX_METADATA_BYTES = 1024
+    info = UpstreamInfo(
+        id=1,
+        name="bad",
+        kind="oci",
+        url=f"http://127.0.0.1:{upstream.server_port}",
+        prefix="",
+        is_default=False,
+        tag_ttl=60,
+        stale_max_age=60,
+        username="",
+        password="",
+        username_env="",
+        password_env="",
+        updated=0.0,
+    )
+    return UpstreamClient(info)
+
+
+def test_small_answers_are_read_and_decoded(client: UpstreamClient) -> None:
+    assert client.fetch("GET", "/small").content == b"hello"
+    assert client.fetch("GET", "/gzip").content == b"hello gzip"
+    assert client.fetch("GET", "/deflate").content == b"hello deflate"
+
+
+def test_answer_over_the_cap_is_refused(client: UpstreamClient) -> None:
+    with pytest.raises(UpstreamInvalid, match="larger than 1024"):
+        client.fetch("GET", "/big")
+    assert client.fetch("GET", "/big", cap=5000).content == b"x" * 5000
+
+
+def test_gzip_bomb_is_refused_at_the_cap_without_inflating_it(client: UpstreamClient) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UpstreamInvalid, match="larger than"):
+        client.fetch("GET", "/bomb", cap=1 << 20)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 50 * 1024  # the 100 MiB it inflates to never exists in memory
+
+
+def test_broken_or_unknown_compression_is_invalid(client: UpstreamClient) -> None:
+    with pytest.raises(UpstreamInvalid, match="compress"):
+        client.fetch("GET", "/broken-gzip")
+    with pytest.raises(UpstreamInvalid, match="Content-Encoding"):
+        client.fetch("GET", "/brotli")
+
+
+def test_trickling_answer_ends_at_the_total_deadline(client: UpstreamClient) -> None:
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable):
+        client.fetch("GET", "/trickle")
+    assert time.monotonic() - started < 2.5  # deadline 1.5 s; the answer takes ~19 s
+
+
+def test_redirect_loop_is_invalid(client: UpstreamClient) -> None:
+    with pytest.raises(UpstreamInvalid, match="TooManyRedirects"):
+        client.fetch("GET", "/loop")
+
+
+def test_error_bodies_are_not_read(client: UpstreamClient) -> None:
+    with pytest.raises(UpstreamNotFound):
+        client.fetch("GET", "/missing")
+    with pytest.raises(UpstreamUnavailable, match="500"):
+        client.fetch("GET", "/huge-error")
+
+
+def test_retry_after_dates_and_garbage(client: UpstreamClient) -> None:
+    with pytest.raises(UpstreamUnavailable) as past:
+        client.fetch("GET", "/limited")
+    assert not past.value.retry_after  # a date in the past: no wait
+    with pytest.raises(UpstreamUnavailable) as garbage:
+        client.fetch("GET", "/limited-garbage")
+    assert garbage.value.retry_after is None
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("99999999999999999999") == 300
+    assert parse_retry_after("-5") is None
+    assert parse_retry_after("\u0661\u0662") is None  # Arabic-Indic digits pass isdigit()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"token": 5}',
+        b'{"token": ""}',
+        b'{"token": {"a": 1}}',
+        b"{" + b" " * 70_000 + b"}",
+    ],
+)
+def test_odd_token_answers_are_upstream_errors(
+    client: UpstreamClient, upstream: ThreadingHTTPServer, answer: bytes
+) -> None:
+    upstream.token_answer = answer  # type: ignore[attr-defined]
+    with pytest.raises(UpstreamInvalid):
+        client.fetch("GET", "/protected", scope="repository:x:pull")
+
+
+def test_token_with_odd_lifetime_is_used(
+    client: UpstreamClient, upstream: ThreadingHTTPServer
+) -> None:
+    upstream.token_answer = json.dumps({"token": "good", "expires_in": "soon"}).encode()  # type: ignore[attr-defined]
+    assert client.fetch("GET", "/protected", scope="s").content == b"ok"
+
+
+def test_refused_token_is_denied(client: UpstreamClient, upstream: ThreadingHTTPServer) -> None:
+    upstream.token_answer = json.dumps({"token": "bad"}).encode()  # type: ignore[attr-defined]
+    with pytest.raises(UpstreamDenied):
+        client.fetch("GET", "/protected", scope="other")
