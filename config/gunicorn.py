@@ -16,7 +16,9 @@ import multiprocessing
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")  # bench/worker_model.py
+# gthread that reads request heads in its poller, under MIRROR_REQUEST_HEAD_TIMEOUT: slow
+# clients cannot hold threads (config/worker.py). bench/worker_model.py sets other classes.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "config.worker.HeadFirstWorker")
 workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
 threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 # Idle keep-alive connections are cheap with gthread (they wait in the poller, not a thread).

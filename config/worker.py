@@ -1,0 +1,151 @@
+"""gunicorn's gthread worker, with each request head read in the poller under a total deadline.
+
+Why: gthread hands a connection to a thread as soon as it is readable, and that thread then
+blocks until the whole request head has arrived. Clients that send one byte every few seconds
+hold one thread each for as long as they like: 300 of them held every thread of the test server
+(2 processes x 32 threads) and /healthz timed out (tests/test_server_slowclients.py). gunicorn
+27 has no deadline for the head; its 5 s "worker data timeout" only covers the first byte.
+
+Here each worker's main loop reads request heads without blocking, as their bytes arrive, and
+hands a connection to a thread only once its head is complete (the empty line that ends it), so
+a thread is only taken by a request it can serve at once. A head not complete within
+MIRROR_REQUEST_HEAD_TIMEOUT seconds of the connection's start (of its first byte, on a kept-alive
+connection) is answered 408 and closed. Everything after the head is gthread's: responses and
+sendfile for `wsgi.file_wrapper` are unchanged. Request bodies are still read in the thread: the
+protocol endpoints read none (gunicorn drains an unread body within 5 s and 64 KiB), the admin's
+forms are small. The number of connections a process holds stays bounded by
+`worker_connections` (config/gunicorn.py).
+
+Measured (2 cores, 2 processes x 32 threads, 300 connections sending one byte every 5 s,
+tests/test_server_slowclients.py): with gthread /healthz did not answer within 10 s; with this
+worker /healthz answered in 0.01 s, a cold manifest in 0.1 s and a cold 2 MiB blob in 0.1 s,
+and every slow connection got its 408 at the 6 s deadline.
+
+Plain HTTP/1.1 (and its h2c upgrade) only: the head is read from the raw socket, so TLS and
+HTTP/2 prior knowledge are refused at start (terminate TLS in front of the mirror).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import time
+from functools import partial
+
+from django.conf import settings
+from gunicorn.errors import ConfigError
+from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class _Head:
+    """The bytes of a request head read so far, and when it must be complete."""
+
+    __slots__ = ("data", "deadline", "polled")
+
+    def __init__(self, data: bytes, deadline: float) -> None:
+        self.data = bytearray(data)
+        self.deadline = deadline
+        self.polled = False  # registered with the poller
+
+
+def max_head_size(cfg) -> int:
+    """The largest head gunicorn's parser accepts; past it, the parser answers the error."""
+    line = cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else 1 << 20
+    fields = cfg.limit_request_fields
+    fields = fields if 0 < fields <= MAX_HEADERS else MAX_HEADERS
+    field_size = cfg.limit_request_field_size
+    field_size = field_size if field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+    return line + fields * (field_size + 2) + 4
+
+
+def head_complete(data: bytes | bytearray) -> bool:
+    """True once the head has ended, or has a bare LF (which the parser refuses at once)."""
+    return b"\r\n\r\n" in data or data.count(b"\n") != data.count(b"\r\n")
+
+
+class HeadFirstWorker(ThreadWorker):
+    """gthread, except that a connection reaches a thread only with a complete request head."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout = 10.0
+        self.max_head = max_head_size(self.cfg)
+        # Connections reading a head, in deadline order (one timeout for all).
+        self.heads: dict[TConn, _Head] = {}
+
+    @classmethod
+    def check_config(cls, cfg, log) -> None:
+        super().check_config(cfg, log)
+        if cfg.is_ssl or cfg.http2_cleartext in ("prior-knowledge", "both"):
+            raise ConfigError(
+                f"{cls.__name__} serves plain HTTP/1.1 (no TLS, no h2c prior knowledge)"
+            )
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.head_timeout = settings.MIRROR_REQUEST_HEAD_TIMEOUT
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Every way to a thread (accept, a readable kept-alive connection, bytes read ahead)
+        comes here: read the head first."""
+        buffered = conn.parser.unreader.take_buffered() if conn.initialized else b""
+        head = _Head(buffered, time.monotonic() + self.head_timeout)
+        if head_complete(head.data):
+            self._hand_over(conn, head)
+            return
+        if conn.sock.getblocking():
+            conn.sock.setblocking(False)
+        self.heads[conn] = head
+        self._read(conn)  # the bytes are often there already
+
+    def _read(self, conn: TConn, _fileobj: object = None) -> None:
+        head = self.heads[conn]
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            chunk = None
+        except OSError:
+            chunk = b""
+        if chunk == b"":  # the client left (or reset the connection)
+            self._drop(conn)
+            return
+        if chunk:
+            head.data += chunk
+            if head_complete(head.data) or len(head.data) > self.max_head:
+                self._unpoll(conn, head)
+                del self.heads[conn]
+                self._hand_over(conn, head)
+                return
+        if not head.polled:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read, conn))
+            head.polled = True
+
+    def _hand_over(self, conn: TConn, head: _Head) -> None:
+        conn.init()  # the parser, on a blocking socket (nothing to do on a kept-alive one)
+        conn.parser.unreader.unread(bytes(head.data))
+        super().enqueue_req(conn)
+
+    def _unpoll(self, conn: TConn, head: _Head) -> None:
+        if head.polled:
+            self.poller.unregister(conn.sock)
+            head.polled = False
+
+    def _drop(self, conn: TConn) -> None:
+        self._unpoll(conn, self.heads.pop(conn))
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Answer 408 to the heads past their deadline (runs at least once a second)."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self.heads:
+            conn, head = next(iter(self.heads.items()))
+            if head.deadline > now:
+                break
+            with contextlib.suppress(OSError):
+                conn.sock.send(REQUEST_TIMEOUT)
+            self._drop(conn)
