@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # No body on HEAD error answers; the admin's frame and content policies.
+    "config.middleware.site_rules",
     # Serves the admin's static files under gunicorn; no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -168,4 +170,3 @@ MIRROR_GO_VERIFY = os.environ.get("MIRROR_GO_VERIFY", "on").strip().lower()
 # --- Server (config/gunicorn.py, README "Running it").
 # A client must send its whole request head within this many seconds.
 MIRROR_REQUEST_HEAD_TIMEOUT = _env_float("MIRROR_REQUEST_HEAD_TIMEOUT", 10)
-

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
+from config.errors import bad_request, server_error
 from goproxy.views import goproxy, sumdb_proxy
 from mirror import health
 from registries.views import not_found, v2
@@ -19,3 +20,5 @@ urlpatterns = [
 
 # Everything this service answers is an API: unknown paths get a JSON error, not HTML.
 handler404 = not_found
+handler400 = bad_request
+handler500 = server_error
