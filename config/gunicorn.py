@@ -12,14 +12,16 @@ gthread; with sync workers all 20 timed out (10 s), the two processes being held
 downloads.
 """
 
-import multiprocessing
 import os
+
+from config.cpus import usable_cpus
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # gthread that reads request heads in its poller, under MIRROR_REQUEST_HEAD_TIMEOUT: slow
 # clients cannot hold threads (config/worker.py). bench/worker_model.py sets other classes.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "config.worker.HeadFirstWorker")
-workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+# The CPUs this process may use (affinity and cgroup quota), not the host's.
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, usable_cpus())))
 threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 # Idle keep-alive connections are cheap with gthread (they wait in the poller, not a thread).
 keepalive = 30
