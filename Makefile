@@ -1,4 +1,5 @@
-# Entrepot: `make run` serves the mirror on $PORT; `make test` runs every test.
+# Entrepot: `make run` serves the mirror on $PORT; `make test` runs every test, `make test-fast`
+# the unit tier (tests/unit: no servers, seconds).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ export DJANGO_SETTINGS_MODULE := config.settings
 TEST_DEBS := docker-registry skopeo podman golang-go golang-golang-x-mod-dev nginx-light wrk \
 	apache2-utils
 
-.PHONY: run test bench lint format test-debs clean
+.PHONY: run test test-fast bench lint format test-debs clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ test: $(BIN)/.dev test-debs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.dev
+	$(BIN)/python -m pytest tests/unit -q
 
 bench: $(BIN)/.dev test-debs
 	$(BIN)/python -m bench.run
