@@ -16,10 +16,12 @@ protocol endpoints read none (gunicorn drains an unread body within 5 s and 64 K
 forms are small. The number of connections a process holds stays bounded by
 `worker_connections` (config/gunicorn.py).
 
-Measured (2 cores, 2 processes x 32 threads, 300 connections sending one byte every 5 s,
-tests/test_server_slowclients.py): with gthread /healthz did not answer within 10 s; with this
-worker /healthz answered in 0.01 s, a cold manifest in 0.1 s and a cold 2 MiB blob in 0.1 s,
-and every slow connection got its 408 at the 6 s deadline.
+Measured (2 shared cores, 2 processes x 32 threads, 300 connections sending one byte every 5 s,
+tests/test_server_slowclients.py, three runs): with gthread, /healthz did not answer within
+10 s; with this worker /healthz answered in 0.02-0.11 s, a cold manifest in 0.06-0.17 s and a
+cold 2 MiB blob in 0.09-0.19 s, and every slow connection got its 408 at 6.1 s (deadline 6 s).
+Warm throughput (`wrk`, `bench` settings, A/B against gthread on the same machine, noisy):
+manifests and 64 MiB blobs within the run-to-run spread of gthread.
 
 Plain HTTP/1.1 (and its h2c upgrade) only: the head is read from the raw socket, so TLS and
 HTTP/2 prior knowledge are refused at start (terminate TLS in front of the mirror).
