@@ -1,76 +1,113 @@
 """Go module files through the core: lists and @latest as TTL documents, .info/.mod/.zip
-through the fill path with their verifiers."""
+through the fill path with their verifiers. Every upstream answer is capped and checked
+before it is cached; what fails is an UpstreamInvalid (or InvalidContent for a file)."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from mirror import fill, stats
 from mirror.documents import Document, get_document
-from mirror.errors import InvalidContent, UpstreamError
+from mirror.errors import InvalidContent, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
 
-from . import chain, sumdb
+from . import chain, keys, sumdb
 from .models import ModuleVersion
 from .paths import InvalidPath, check_version, escape
-from .verify import InfoVerifier, ModVerifier, ZipVerifier
+from .verify import (
+    MAX_GO_MOD,
+    MAX_INFO,
+    MAX_ZIP,
+    InfoVerifier,
+    ModVerifier,
+    ZipVerifier,
+    check_info,
+)
 
 NOT_FOUND_TTL = 60
+MAX_SIZE = {"info": MAX_INFO, "mod": MAX_GO_MOD, "zip": MAX_ZIP}
+
+
+def _route(module: str) -> chain.Route:
+    """The module's route; UpstreamNotFound when no enabled upstream may serve it (its private
+    owners are all disabled, or none is configured): nothing cached is served then either."""
+    route = chain.route(module)
+    if not route.upstreams:
+        raise UpstreamNotFound(f"no enabled upstream serves {module}")
+    return route
+
+
+def _document(
+    kind: str, suffix: str, route: chain.Route, parse: Callable[[bytes], bytes]
+) -> Document:
+    """The upstreams' answer at `suffix`, as `parse` accepts it, cached per route."""
+    ttl, stale = route.ttl()
+    return get_document(
+        kind,
+        keys.document_key(route.scope + route.module),
+        lambda: parse(route.fetch(suffix).content),
+        ttl=ttl,
+        stale_max_age=stale,
+        not_found_ttl=NOT_FOUND_TTL,
+    )
 
 
 def version_list(module: str) -> Document:
-    def fetch() -> bytes:
-        lines = chain.send(module, "@v/list").text.split("\n")
+    """`@v/list`: the valid release versions the upstream lists, one a line. A line's first
+    field is the version, as the go command reads it; other lines are left out."""
+
+    def parse(body: bytes) -> bytes:
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise UpstreamInvalid(f"@v/list of {module} is not UTF-8") from None
         valid = []
-        for line in lines:
-            version = line.strip()
+        for line in text.split("\n"):
+            fields = line.split()
             try:
-                valid.append(check_version(module, version))
+                valid.append(check_version(module, fields[0]) if fields else "")
             except InvalidPath:
                 continue
-        return "".join(f"{v}\n" for v in valid).encode()
+        return "".join(f"{v}\n" for v in valid if v).encode()
 
-    ttl, stale = chain.ttl(module)
-    return get_document(
-        "go-list", module, fetch, ttl=ttl, stale_max_age=stale, not_found_ttl=NOT_FOUND_TTL
-    )
+    return _document("go-list", "@v/list", _route(module), parse)
 
 
 def latest(module: str) -> Document:
-    def fetch() -> bytes:
-        body = chain.send(module, "@latest").content
+    """`@latest`: a JSON object naming a valid version of the module."""
+
+    def parse(body: bytes) -> bytes:
         try:
-            check_version(module, json.loads(body)["Version"])
-        except (ValueError, KeyError, TypeError, InvalidPath) as e:
-            raise UpstreamError(f"bad @latest answer for {module}: {e}") from None
+            check_info(body, module)
+        except InvalidContent as e:
+            raise UpstreamInvalid(f"bad @latest answer for {module}: {e}") from None
         return body
 
-    ttl, stale = chain.ttl(module)
-    return get_document(
-        "go-latest", module, fetch, ttl=ttl, stale_max_age=stale, not_found_ttl=NOT_FOUND_TTL
-    )
+    return _document("go-latest", "@latest", _route(module), parse)
 
 
-def _expected(module: str, version: str) -> sumdb.Sums | None:
+def _expected(route: chain.Route, version: str) -> sumdb.Sums | None:
     """The checksum database's hashes, or None for modules that are not checked."""
-    db = sumdb.default_database()
-    if db is None or not chain.verifies_sums(module):
+    if not route.verify_sums or settings.MIRROR_GO_VERIFY == "off":
         return None
+    db = sumdb.default_database()
+    if db is None:
+        raise UpstreamUnavailable("no checksum database is configured (MIRROR_GO_VERIFY is on)")
     try:
-        return sumdb.lookup(db, module, version)
+        return sumdb.lookup(db, route.module, version)
     except sumdb.NotInSumdb:
-        raise InvalidContent(f"{module}@{version} is not in the checksum database") from None
-    except sumdb.SumdbError as e:
-        raise InvalidContent(f"checksum database answer rejected: {e}") from None
+        raise InvalidContent(f"{route.module}@{version} is not in the checksum database") from None
 
 
 def file(module: str, version: str, ext: str) -> fill.Content:
     """A module's .info, .mod or .zip, verified before it is cached."""
-    key = f"go/{escape(module)}/@v/{escape(version)}.{ext}"
+    route = _route(module)
+    suffix = f"@v/{escape(version)}.{ext}"
 
     def fetch() -> fill.Source:
-        response = chain.send(module, f"@v/{escape(version)}.{ext}", stream=True)
+        response = route.open(suffix)
         length = response.headers.get("Content-Length", "")
         return fill.Source(
             size=int(length) if length.isdigit() else None,
@@ -80,13 +117,14 @@ def file(module: str, version: str, ext: str) -> fill.Content:
 
     def verifier() -> fill.Verifier:
         if ext == "info":
-            return InfoVerifier(version)
-        sums = _expected(module, version)
+            return InfoVerifier(module, version)
+        sums = _expected(route, version)
         if ext == "mod":
             return ModVerifier(sums.mod if sums else None)
         return ZipVerifier(module, version, sums.zip if sums else None)
 
-    content = fill.get(key, fetch=fetch, verifier=verifier)
+    key = keys.file_key(route.scope, module, version, ext)
+    content = fill.get(key, fetch=fetch, verifier=verifier, max_size=MAX_SIZE[ext])
     if ext == "zip":
         if content.cache == "MISS":
             _index(module, version, content.size)

@@ -4,27 +4,31 @@
   clean valid paths, no case collisions, go.mod only at the root, size limits) and, unless the
   module is private, its `h1:` hash equal to the checksum database's.
 - `.mod`: size limit and `h1:` hash likewise.
-- `.info`: JSON naming the requested version.
+- `.info` (and `@latest`): a JSON object naming the requested (a valid) version, with a
+  string `Time` if any.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import posixpath
+import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from mirror.errors import DigestMismatch, InvalidContent
 
-from .paths import InvalidPath, check_file_path
+from .paths import InvalidPath, check_file_path, check_version
 
 MAX_ZIP = 500 << 20
 MAX_GO_MOD = 16 << 20
 MAX_LICENSE = 16 << 20
 MAX_INFO = 64 << 10
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 
 
 def h1(files: Iterable[tuple[str, bytes]]) -> str:
@@ -140,17 +144,38 @@ class ModVerifier(_BufferedVerifier):
         _expect(h1([("go.mod", bytes(self.data))]), self.expected, "go.mod")
 
 
+def check_info(data: bytes, module: str) -> str:
+    """The version an `.info`/`@latest` answer names; InvalidContent unless it is a JSON
+    object with a valid `Version` of `module` and, if any, an RFC 3339 `Time` string (what the
+    go command decodes it into)."""
+    try:
+        info = json.loads(data)
+    except ValueError:  # UnicodeDecodeError included
+        raise InvalidContent("not JSON") from None
+    if not isinstance(info, dict) or not isinstance(info.get("Version"), str):
+        raise InvalidContent("not a JSON object with a Version string")
+    try:
+        version = check_version(module, info["Version"])
+    except InvalidPath as e:
+        raise InvalidContent(str(e)) from None
+    when = info.get("Time")
+    if when is not None:
+        try:
+            if not _RFC3339.match(when):
+                raise ValueError
+            dt.datetime.fromisoformat(when)
+        except (TypeError, ValueError):
+            raise InvalidContent("Time is not an RFC 3339 time") from None
+    return version
+
+
 class InfoVerifier(_BufferedVerifier):
     limit = MAX_INFO
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, module: str, version: str) -> None:
         super().__init__()
-        self.version = version
+        self.module, self.version = module, version
 
     def verify(self, size: int, path: Path) -> None:
-        try:
-            info = json.loads(self.data)
-        except ValueError:
-            raise InvalidContent(".info is not JSON") from None
-        if not isinstance(info, dict) or info.get("Version") != self.version:
+        if check_info(bytes(self.data), self.module) != self.version:
             raise InvalidContent(f".info does not describe {self.version}")

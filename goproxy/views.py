@@ -1,13 +1,17 @@
 """The GOPROXY protocol and the checksum-database proxy: parse, call the core, map errors.
 
-Errors are plain text. 404/410 mean "not here" (the go command tries its next proxy); bad
-input is 400; content the mirror refuses (checksum mismatch, broken zip) is 502, which stops
-the go command instead of letting it fall through to a source that skips the check.
+Errors are plain text (no body for HEAD). 404/410 mean "not here" (the go command tries its
+next proxy); bad input is 400; content the mirror refuses (checksum mismatch, broken zip, an
+upstream answer it does not accept) is 502, which stops the go command instead of letting it
+fall through to a source that skips the check; 503 (with Retry-After when known) is "try
+again", 507 a full cache.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -16,7 +20,10 @@ from mirror.errors import (
     DigestMismatch,
     InvalidContent,
     MirrorError,
+    Overloaded,
+    StorageFull,
     UpstreamDenied,
+    UpstreamInvalid,
     UpstreamNotFound,
     UpstreamUnavailable,
 )
@@ -29,98 +36,116 @@ _FILE = re.compile(r"^(?P<module>.+)/@v/(?P<version>[^/]+)\.(?P<ext>info|mod|zip
 _LIST = re.compile(r"^(?P<module>.+)/@v/list$")
 _LATEST = re.compile(r"^(?P<module>.+)/@latest$")
 _LOOKUP = re.compile(r"^lookup/(?P<module>[^@]+)@(?P<version>[^/@]+)$")
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
 CONTENT_TYPES = {
-    "info": "application/json",
+    "info": JSON,
     "mod": "text/plain; charset=utf-8",
     "zip": "application/zip",
 }
 LIST_CACHE_CONTROL = "public, max-age=60"
+# Errors -> (status, what the message starts with), most specific first.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (UnknownVersion, 404, "not found"),
+    (InvalidPath, 400, "bad request"),
+    (UpstreamNotFound, 404, "not found"),
+    (DigestMismatch, 502, "refused"),
+    (InvalidContent, 502, "refused"),
+    (UpstreamInvalid, 502, "upstream answer refused"),
+    (UpstreamDenied, 502, "upstream refused access"),
+    (StorageFull, 507, "cache storage full"),
+    (Overloaded, 503, "busy"),
+    (UpstreamUnavailable, 503, "upstream unavailable"),
+    (MirrorError, 503, "unavailable"),
+]
 
 
-def _text(status: int, message: str) -> HttpResponse:
-    return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+def _text(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    body = b"" if request.method == "HEAD" else (message + "\n").encode()
+    return HttpResponse(body, status=status, content_type=TEXT)
 
 
-def _error(e: Exception) -> HttpResponse:
-    if isinstance(e, UnknownVersion):
-        return _text(404, f"not found: {e}")
-    if isinstance(e, InvalidPath):
-        return _text(400, f"bad request: {e}")
-    if isinstance(e, UpstreamNotFound):
-        return _text(404, f"not found: {e}")
-    if isinstance(e, DigestMismatch | InvalidContent):
-        return _text(502, f"refused: {e}")
-    if isinstance(e, UpstreamDenied):
-        return _text(502, f"upstream refused access: {e}")
-    if isinstance(e, UpstreamUnavailable) and e.retry_after:
-        return _text(429, f"upstream is rate-limiting: {e}")
-    return _text(503, f"upstream unavailable: {e}")
+def _error(request: HttpRequest, e: Exception) -> HttpResponse:
+    status, what = next((s, w) for kind, s, w in _STATUS if isinstance(e, kind))
+    response = _text(request, status, f"{what}: {e}")
+    retry_after = getattr(e, "retry_after", None)
+    if status == 503 and retry_after:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def _handled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """GET and HEAD only; the core's errors and bad input mapped once, here."""
+
+    @csrf_exempt
+    def wrapper(request: HttpRequest, *args: str, **kwargs: str) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = _text(request, 405, "method not allowed")
+            response["Allow"] = "GET, HEAD"
+            return response
+        try:
+            return view(request, *args, **kwargs)
+        except (InvalidPath, MirrorError) as e:
+            return _error(request, e)
+        except RangeNotSatisfiable as e:
+            response = _text(request, 416, "range not satisfiable")
+            response["Content-Range"] = f"bytes */{e.size}"
+            return response
+
+    return wrapper
 
 
 def _module(escaped: str) -> str:
     return check_module_path(unescape(escaped))
 
 
-@csrf_exempt
+@_handled
 def goproxy(request: HttpRequest, path: str) -> HttpResponse:
-    if request.method not in ("GET", "HEAD"):
-        return _text(405, "method not allowed")
-    try:
-        response = _dispatch(request, path)
-    except (InvalidPath, MirrorError) as e:
-        return _error(e)
-    return response
-
-
-def _dispatch(request: HttpRequest, path: str) -> HttpResponse:
     if match := _FILE.match(path):
         module = _module(match["module"])
         version = check_version(module, unescape(match["version"]))
         ext = match["ext"]
-        content = service.file(module, version, ext)
-        try:
-            return content_response(request, content, CONTENT_TYPES[ext])
-        except RangeNotSatisfiable:
-            return _text(416, "range not satisfiable")
+        return content_response(request, service.file(module, version, ext), CONTENT_TYPES[ext])
     if match := _LIST.match(path):
         document = service.version_list(_module(match["module"]))
-        return _document(document, "text/plain; charset=utf-8")
+        return _answer(request, document.body, document.cache, TEXT, LIST_CACHE_CONTROL)
     if match := _LATEST.match(path):
         document = service.latest(_module(match["module"]))
-        return _document(document, "application/json")
-    return _text(404, "not found")
+        return _answer(request, document.body, document.cache, JSON, LIST_CACHE_CONTROL)
+    return _text(request, 404, "not found")
 
 
-def _document(document, content_type: str) -> HttpResponse:
-    response = HttpResponse(document.body, content_type=content_type)
-    response["X-Cache"] = document.cache
-    response["Cache-Control"] = LIST_CACHE_CONTROL
+def _answer(
+    request: HttpRequest, body: bytes, cache: str, content_type: str, cache_control: str
+) -> HttpResponse:
+    response = HttpResponse(b"" if request.method == "HEAD" else body, content_type=content_type)
+    response["Content-Length"] = str(len(body))
+    response["X-Cache"] = cache
+    response["Cache-Control"] = cache_control
     return response
 
 
-@csrf_exempt
+@_handled
 def sumdb_proxy(request: HttpRequest, name: str, path: str) -> HttpResponse:
     """`/sumdb/NAME/supported|latest|lookup/...|tile/...` for configured databases only."""
-    if request.method not in ("GET", "HEAD"):
-        return _text(405, "method not allowed")
     db = sumdb.database(name)
     if db is None:
-        return _text(404, f"checksum database {name[:100]!r} is not proxied here")
+        return _text(request, 404, f"checksum database {name[:100]!r} is not proxied here")
     if path == "supported":
-        return _text(200, "")
-    try:
-        if match := _LOOKUP.match(path):
-            module = _module(match["module"])
-            check_version(module, unescape(match["version"]))
-            if chain.is_private(module) and not chain.verifies_sums(module):
-                return _text(404, "private module: not sent to the checksum database")
-        elif not (path == "latest" or sumdb.TILE_PATH.match(path)):
-            return _text(404, "not found")
-        body, cache = sumdb.fetch(db, path)
-    except (InvalidPath, MirrorError) as e:
-        return _error(e)
-    response = HttpResponse(body, content_type="text/plain; charset=utf-8")
-    response["X-Cache"] = cache
-    immutable = path.startswith("tile/") and ".p/" not in path
-    response["Cache-Control"] = IMMUTABLE if immutable else LIST_CACHE_CONTROL
-    return response
+        return _text(request, 200, "")
+    if match := _LOOKUP.match(path):
+        module = _module(match["module"])
+        version = check_version(module, unescape(match["version"]))
+        route = chain.route(module)
+        if route.private and not route.verify_sums:
+            return _text(request, 404, "private module: not sent to the checksum database")
+        body, cache = sumdb.lookup_answer(db, module, version)
+        return _answer(request, body, cache, TEXT, LIST_CACHE_CONTROL)
+    if path == "latest":
+        body, cache = sumdb.latest(db)
+        return _answer(request, body, cache, TEXT, LIST_CACHE_CONTROL)
+    if path.startswith("tile/"):
+        body, cache = sumdb.tile(db, path)
+        immutable = ".p/" not in path and "/data/" not in path
+        return _answer(request, body, cache, TEXT, IMMUTABLE if immutable else LIST_CACHE_CONTROL)
+    return _text(request, 404, "not found")

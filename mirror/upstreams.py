@@ -36,6 +36,7 @@ class UpstreamInfo:
     fall_through: bool = False
     sumdb: str = ""
     key: str = ""
+    enabled: bool = True
 
     def credentials(self) -> tuple[str, str] | None:
         """User and password, from the environment variables named or the stored values."""
@@ -48,15 +49,20 @@ class UpstreamInfo:
 
 
 _lock = threading.Lock()
-_snapshot: tuple[float, list[UpstreamInfo]] = (0.0, [])
+# (loaded at, every upstream, the enabled ones), in configured order.
+_snapshot: tuple[float, list[UpstreamInfo], list[UpstreamInfo]] = (0.0, [], [])
 
 
-def all_upstreams() -> list[UpstreamInfo]:
-    """Enabled upstreams in configured order (cached for a few seconds)."""
+def _all(*, include_disabled: bool) -> list[UpstreamInfo]:
+    """Upstreams in configured order (the snapshot, refreshed every few seconds)."""
+    loaded_at, everything, enabled = _snapshot
+    if time.monotonic() - loaded_at >= settings.MIRROR_UPSTREAM_CACHE_SECONDS:
+        everything, enabled = _load()
+    return everything if include_disabled else enabled
+
+
+def _load() -> tuple[list[UpstreamInfo], list[UpstreamInfo]]:
     global _snapshot
-    loaded_at, items = _snapshot
-    if time.monotonic() - loaded_at < settings.MIRROR_UPSTREAM_CACHE_SECONDS:
-        return items
     with _lock:
         items = [
             UpstreamInfo(
@@ -78,18 +84,27 @@ def all_upstreams() -> list[UpstreamInfo]:
                 fall_through=u.fall_through,
                 sumdb=u.sumdb,
                 key=u.key,
+                enabled=u.enabled,
             )
-            for u in Upstream.objects.filter(enabled=True)
+            for u in Upstream.objects.all()
         ]
-        _snapshot = (time.monotonic(), items)
-    return items
+        enabled = [u for u in items if u.enabled]
+        _snapshot = (time.monotonic(), items, enabled)
+    return items, enabled
 
 
-def upstreams_of_kind(kind: str) -> list[UpstreamInfo]:
-    return [u for u in all_upstreams() if u.kind == kind]
+def all_upstreams() -> list[UpstreamInfo]:
+    """Enabled upstreams in configured order (cached for a few seconds)."""
+    return _all(include_disabled=False)
+
+
+def upstreams_of_kind(kind: str, *, include_disabled: bool = False) -> list[UpstreamInfo]:
+    """Upstreams of `kind`, enabled ones only unless `include_disabled` (a disabled private Go
+    upstream still owns its module patterns)."""
+    return [u for u in _all(include_disabled=include_disabled) if u.kind == kind]
 
 
 def forget() -> None:
     """Drop the snapshot (after a configuration change in this process)."""
     global _snapshot
-    _snapshot = (0.0, [])
+    _snapshot = (0.0, [], [])
