@@ -1,6 +1,12 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class GoproxyConfig(AppConfig):
     name = "goproxy"
     verbose_name = "Go modules"
+
+    def ready(self) -> None:
+        from .checks import check_go_upstreams
+
+        checks.register(check_go_upstreams)
