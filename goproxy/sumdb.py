@@ -22,10 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 
-from mirror.documents import get_document
+from mirror.documents import get_document, peek
 from mirror.errors import UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
 from mirror.http import client_for
-from mirror.models import CachedDocument
 from mirror.upstreams import UpstreamInfo, upstreams_of_kind
 
 from . import keys, tlog
@@ -192,11 +191,8 @@ class _Tiles:
         if (data := self.downloaded.get((level, index, width))) is not None:
             return data
         path = tlog.tile_path(level, index, width)
-        cached = CachedDocument.objects.filter(
-            namespace=_namespace(self.db), key=path, status=200
-        ).first()
-        if cached is not None:
-            return bytes(cached.body)
+        if (cached := peek(_namespace(self.db), path)) is not None:
+            return cached
         data = _download(self.db, path, cap=32 * width)
         if len(data) != 32 * width:
             raise SumdbError(f"{path}: {len(data)} bytes, not {32 * width}")

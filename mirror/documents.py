@@ -95,3 +95,9 @@ def _save(namespace: str, key: str, status: int, body: bytes) -> None:
         key=key,
         defaults={"status": status, "body": body, "fetched_at": timezone.now()},
     )
+
+
+def peek(namespace: str, key: str) -> bytes | None:
+    """The stored body of a document, whatever its age, without fetching; None if absent."""
+    row = CachedDocument.objects.filter(namespace=namespace, key=key, status=200).first()
+    return None if row is None else bytes(row.body)
