@@ -3,6 +3,10 @@
 `Content` is the protocol apps' view of an object; `SpoolReader` reads a spool file as it
 grows, up to what `readable_limit` allows before the object is verified; `RemoteFollower`
 tails the spool of a filler in another process on this host (see mirror/fill.py).
+
+File descriptors: a reader of a fill in progress opens the spool only when its client starts
+reading (the first item of `open()`'s iterator), and closes it when that iterator ends or is
+closed; an answer that never reads (a 416, a client gone before the first byte) holds none.
 """
 
 from __future__ import annotations
@@ -17,13 +21,20 @@ from typing import BinaryIO, Protocol
 from django.conf import settings
 
 from . import leases
-from .errors import UpstreamUnavailable
+from .errors import MirrorError, UpstreamUnavailable
 from .models import FillLease
-from .storage import Storage
+from .storage import ObjectNotFound, Storage
 
 CHUNK = 1024 * 1024
 POLL = 0.05
 HOLDBACK = 64 * 1024
+
+
+def wait_seconds() -> float:
+    """How long any wait on a fill lasts without progress: two lease periods. A live filler
+    renews its lease every third of a period while bytes arrive, so that long without a byte
+    means the upstream or the filler is stuck (its own upstream timeouts end it first)."""
+    return settings.MIRROR_FILL_LEASE_SECONDS * 2
 
 
 def readable_limit(written: int, end: int | None, verified: bool) -> int:
@@ -55,7 +66,10 @@ class Verifier(Protocol):
 
 
 class Content:
-    """Bytes of one object, committed or on their way. `size` is None only if unknown."""
+    """Bytes of one object, committed or on their way. `size` is None only if unknown.
+
+    `cache` is "MISS" for the request that filled the object and for the followers of that
+    fill, "HIT" when the object was already committed."""
 
     cache = "HIT"
     size: int | None = None
@@ -69,8 +83,8 @@ class Content:
 
 
 class StoredContent(Content):
-    def __init__(self, storage: Storage, key: str, size: int) -> None:
-        self.storage, self.key, self.size = storage, key, size
+    def __init__(self, storage: Storage, key: str, size: int, cache: str = "HIT") -> None:
+        self.storage, self.key, self.size, self.cache = storage, key, size, cache
 
     def open(self, start: int = 0, length: int | None = None) -> BinaryIO:
         return self.storage.open(self.key, start, length)
@@ -79,60 +93,121 @@ class StoredContent(Content):
         return self.storage.presigned_url(self.key) if settings.MIRROR_S3_REDIRECT else None
 
 
+def read_chunks(stream: BinaryIO, length: int | None) -> Iterator[bytes]:
+    """Read a stream in chunks, at most `length` bytes; close it at the end."""
+    remaining = length
+    try:
+        while remaining is None or remaining > 0:
+            data = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if not data:
+                return
+            if remaining is not None:
+                remaining -= len(data)
+            yield data
+    finally:
+        stream.close()
+
+
 class SpoolReader(Content):
-    """Reads a growing spool file; subclasses say how much of it may be read."""
+    """Reads a growing spool file; subclasses say how much of it may be read.
+
+    Owns one file descriptor, opened at the first read and closed when the iterator ends.
+    A spool gone before that (the fill committed, or failed, just now) is not an error in
+    itself: the reader then serves the committed object, or the fill's error."""
 
     cache = "MISS"
 
-    def __init__(self, path: str, size: int | None) -> None:
-        self.size = size
-        self._fd = os.open(path, os.O_RDONLY)
+    def __init__(self, storage: Storage, key: str, path: str, size: int | None) -> None:
+        self.storage, self.key, self.size = storage, key, size
+        self._path = path
+        self._fd: int | None = None
 
     def _readable(self, pos: int, end: int | None) -> int:
         """Block until bytes past `pos` may be read; return the limit, or `pos` at the end."""
         raise NotImplementedError
 
+    def _failure(self) -> MirrorError:
+        """The error to raise when the spool is gone and nothing was committed."""
+        return UpstreamUnavailable(f"the fill of {self.key} failed")
+
+    def _attach(self) -> None:
+        """The client starts reading (for fills that count their readers)."""
+
+    def _detach(self) -> None:
+        """The client stopped reading, at the end or not."""
+
     def open(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self._iterate(start, None if length is None else start + length)
 
     def _read(self, pos: int, size: int) -> bytes:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
         return os.pread(self._fd, size, pos)
 
     def _iterate(self, pos: int, end: int | None) -> Iterator[bytes]:
+        self._attach()
         try:
             while end is None or pos < end:
-                limit = self._readable(pos, end)
-                if limit <= pos:
+                try:
+                    limit = self._readable(pos, end)
+                    if limit <= pos:
+                        return
+                    data = self._read(pos, min(limit - pos, CHUNK))
+                except FileNotFoundError:
+                    yield from self._committed(pos, end)
                     return
-                data = self._read(pos, min(limit - pos, CHUNK))
                 if not data:
                     raise UpstreamUnavailable("spool file shrank")
                 pos += len(data)
                 yield data
         finally:
-            os.close(self._fd)
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._detach()
+
+    def _committed(self, pos: int, end: int | None) -> Iterator[bytes]:
+        """The rest from the committed object, once the spool is gone."""
+        length = None if end is None else end - pos
+        try:
+            stream = self.storage.open(self.key, pos, length)
+        except ObjectNotFound:
+            raise self._failure() from None
+        yield from read_chunks(stream, length)
 
 
 class RemoteFollower(SpoolReader):
-    """Tails the spool file of a filler in another process on this host."""
+    """Tails the spool file of a filler in another process on this host.
+
+    Gives up (UpstreamUnavailable) when the spool has not grown for `wait_seconds()` while
+    the filler's lease lives on."""
 
     def __init__(self, key: str, lease: FillLease, storage: Storage) -> None:
-        self.key, self.lease, self.storage = key, lease, storage
+        self.lease = lease
         self._done = False
         self._checked = time.monotonic()
-        super().__init__(lease.spool_path, lease.size)
+        super().__init__(storage, key, lease.spool_path, lease.size)
 
     def _readable(self, pos: int, end: int | None) -> int:
+        size, grown = -1, time.monotonic()
         while True:
-            limit = readable_limit(os.fstat(self._fd).st_size, end, self._done)
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDONLY)
+            current = os.fstat(self._fd).st_size
+            limit = readable_limit(current, end, self._done)
             if limit > pos or self._done:
                 return limit
-            if time.monotonic() - self._checked > 0.5:
-                self._checked = time.monotonic()
+            now = time.monotonic()
+            if current != size:
+                size, grown = current, now
+            elif now - grown > wait_seconds():
+                raise UpstreamUnavailable(f"the fill of {self.key} stalled elsewhere")
+            if now - self._checked > 0.5:
+                self._checked = now
                 live = leases.current(self.key)
                 if live is None or live.owner != self.lease.owner:
                     if self.storage.stat(self.key) is None:
-                        raise UpstreamUnavailable(f"the fill of {self.key} failed elsewhere")
+                        raise self._failure()
                     self._done = True
                     continue
             time.sleep(POLL)

@@ -2,6 +2,11 @@
 
 Claiming is an INSERT on a unique key (atomic on SQLite and PostgreSQL); an expired lease is
 taken over with a conditional UPDATE, so exactly one claimant wins either way.
+
+Every time is the database's: expiries are computed in SQL from its clock (`Now()`) and
+compared with it, so instances whose clocks disagree still agree on who holds a lease (with
+each instance's own clock, one running a minute behind wrote leases that were born expired,
+and another instance took them over mid-fill).
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
 
 from .models import FillLease
 
 HOST = socket.gethostname()
 
 
-def _expiry() -> dt.datetime:
-    return timezone.now() + dt.timedelta(seconds=settings.MIRROR_FILL_LEASE_SECONDS)
+def _expiry() -> ExpressionWrapper:
+    """The database's now plus one lease period, evaluated by the database."""
+    period = dt.timedelta(seconds=settings.MIRROR_FILL_LEASE_SECONDS)
+    return ExpressionWrapper(Now() + period, output_field=DateTimeField())
 
 
 def new_owner() -> str:
@@ -38,13 +46,13 @@ def claim(key: str) -> FillLease | None:
     owner = new_owner()
     try:
         with transaction.atomic():
-            return FillLease.objects.create(key=key, owner=owner, expires_at=_expiry())
+            FillLease.objects.create(key=key, owner=owner, expires_at=_expiry())
     except IntegrityError:
-        pass
-    taken = FillLease.objects.filter(key=key, expires_at__lt=timezone.now()).update(
-        owner=owner, expires_at=_expiry(), spool_path="", size=None
-    )
-    return FillLease.objects.filter(key=key, owner=owner).first() if taken else None
+        FillLease.objects.filter(key=key, expires_at__lt=Now()).update(
+            owner=owner, expires_at=_expiry(), spool_path="", size=None
+        )
+    # Read back: the row holds the database's expiry, not the expression that computed it.
+    return FillLease.objects.filter(key=key, owner=owner).first()
 
 
 def renew(lease: FillLease) -> bool:
@@ -67,4 +75,14 @@ def release(lease: FillLease) -> None:
 
 def current(key: str) -> FillLease | None:
     """The live lease on `key`, if any."""
-    return FillLease.objects.filter(key=key, expires_at__gte=timezone.now()).first()
+    return FillLease.objects.filter(key=key, expires_at__gte=Now()).first()
+
+
+def live_keys() -> set[str]:
+    """Keys whose fill holds a live lease (the S3 sweep leaves their uploads alone)."""
+    return set(FillLease.objects.filter(expires_at__gte=Now()).values_list("key", flat=True))
+
+
+def sweep_expired() -> int:
+    """Remove the leases of fillers that died; return how many."""
+    return FillLease.objects.filter(expires_at__lt=Now()).delete()[0]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 
-from .fill import CHUNK, Content
+from .content import Content, read_chunks
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Positions past any object's size: a number longer than this many digits is "beyond the
+# end" (Python refuses to parse integers of more than 4300 digits).
+_HUGE = 1 << 63
+_MAX_DIGITS = 19
 
 
 class RangeNotSatisfiable(Exception):
@@ -33,36 +35,44 @@ def parse_range(header: str, size: int | None) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        length = min(int(last), size)
+        length = min(_position(last), size)
         if length == 0:
             raise RangeNotSatisfiable(size)
         return size - length, length
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
     if start >= size or end < start:
         raise RangeNotSatisfiable(size)
     return start, end - start + 1
 
 
-def _chunks(stream: BinaryIO, length: int | None) -> Iterator[bytes]:
-    """Read a non-file stream (S3 body) in chunks, at most `length` bytes."""
-    remaining = length
-    try:
-        while remaining is None or remaining > 0:
-            data = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not data:
-                return
-            if remaining is not None:
-                remaining -= len(data)
-            yield data
-    finally:
-        stream.close()
+def _position(digits: str) -> int:
+    """A byte position from the header; absurdly long numbers are past any end."""
+    digits = digits.lstrip("0") or "0"
+    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
 
 
-def _peeked(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """`chunks` with its first item already produced (raising now if it fails)."""
-    first = next(chunks, None)
-    return chunks if first is None else itertools.chain([first], chunks)
+class _Peeked:
+    """The chunks of a fill in progress with the first one already produced (raising now if
+    the fill fails early). Closing it closes the reader (its spool descriptor, its count)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._first = next(chunks, None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if (first := self._first) is not None:
+            self._first = None
+            return first
+        return next(self._chunks)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def content_response(
@@ -84,13 +94,13 @@ def content_response(
     if not hasattr(body, "read"):
         # A fill in progress: wait for its first bytes before answering, so that a fill that
         # fails early (bad digest, refused content) is a proper error answer, not a broken 200.
-        body = _peeked(body)
+        body = _Peeked(body)
     if hasattr(body, "fileno"):
         # A real file positioned at `start`: the WSGI server sends it with sendfile, and
         # stops at Content-Length.
         response = FileResponse(body, content_type=content_type)
     elif hasattr(body, "read"):
-        response = StreamingHttpResponse(_chunks(body, length), content_type=content_type)
+        response = StreamingHttpResponse(read_chunks(body, length), content_type=content_type)
     else:
         response = StreamingHttpResponse(body, content_type=content_type)
     if length is not None:

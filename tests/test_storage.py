@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from mirror.errors import StorageFull
 from mirror.storage.base import ObjectNotFound, Storage, check_key
 from mirror.storage.local import LocalStorage
 from mirror.storage.s3 import PART_SIZE, S3Storage
@@ -27,21 +28,23 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
-def _s3(endpoint: str, bucket: str) -> S3Storage:
+def _s3(endpoint: str, bucket: str, prefix: str = "suite") -> S3Storage:
     options = {
         "endpoint_url": endpoint,
         "region_name": "us-east-1",
         "access_key": "test",
         "secret_key": "test",
     }
-    boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
-    ).create_bucket(Bucket=bucket)
-    return S3Storage(prefix="suite", bucket_name=bucket, **options)
+    )
+    if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=bucket)
+    return S3Storage(prefix=prefix, bucket_name=bucket, **options)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -148,3 +151,57 @@ def test_keys_cannot_escape(storage: Storage, key: str) -> None:
         check_key(key)
     with pytest.raises(ValueError):
         storage.stat(key)
+
+
+def test_sweep_spares_live_fills(storage: Storage) -> None:
+    """A fill with a live lease may be older than the sweep's age (a long fill, or moto's
+    fixed 2010 start times): its upload is kept."""
+    live = storage.writer(KEY)
+    live.write(os.urandom(PART_SIZE + 1))
+    assert (
+        storage.sweep(older_than=3600 if isinstance(storage, LocalStorage) else -1, live={KEY}) == 0
+    )
+    live.write(b"more")
+    live.commit()
+    assert storage.stat(KEY) == PART_SIZE + 5
+
+
+def test_s3_sweep_stays_in_its_own_folder(s3_endpoint: str) -> None:
+    """`entrepot` must not sweep `entrepot-staging/`, a prefix that merely starts alike."""
+    bucket = f"sweep-{os.urandom(4).hex()}"
+    mine = _s3(s3_endpoint, bucket, "entrepot")
+    staging = _s3(s3_endpoint, bucket, "entrepot-staging")
+    other = staging.writer(KEY)
+    other.write(os.urandom(PART_SIZE + 1))
+    abandoned = mine.writer(KEY)
+    abandoned.write(os.urandom(PART_SIZE + 1))
+    assert mine.sweep(older_than=-1) == 1
+    other.write(b"x")
+    other.commit()  # its upload survived
+    assert staging.stat(KEY) == PART_SIZE + 2 and mine.stat(KEY) is None
+
+
+def test_check_writable(storage: Storage) -> None:
+    storage.check_writable(0)
+    if isinstance(storage, LocalStorage):
+        with pytest.raises(StorageFull, match="floor"):
+            storage.check_writable(1 << 62)
+        assert list(storage.tmp.iterdir()) == []  # the probe is gone
+
+
+def test_check_writable_refuses_unwritable_storage(tmp_path: Path, s3_endpoint: str) -> None:
+    local = LocalStorage(tmp_path / "store")
+    local.tmp.rmdir()
+    local.tmp.write_bytes(b"")  # (root ignores permissions: no folder at all, then)
+    with pytest.raises(StorageFull, match="not writable"):
+        local.check_writable(0)
+    missing = S3Storage(
+        prefix="x",
+        bucket_name="no-such-bucket",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        access_key="test",
+        secret_key="test",
+    )
+    with pytest.raises(StorageFull, match="not writable"):
+        missing.check_writable(0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Container
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,11 +37,16 @@ class Writer(ABC):
 
     @abstractmethod
     def write(self, chunk: bytes) -> None:
-        """Append bytes. Memory use stays bounded whatever the object's size."""
+        """Append bytes. Memory use stays bounded whatever the object's size.
+
+        A full disk raises OSError(ENOSPC) as the system gives it; the fill reports it as
+        StorageFull."""
 
     @abstractmethod
     def commit(self) -> None:
-        """Make the bytes written visible under the key, atomically (all or nothing)."""
+        """Make the bytes written visible under the key, atomically (all or nothing).
+
+        On failure (ENOSPC included) nothing is visible; the caller still calls `abort()`."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -75,5 +81,21 @@ class Storage(ABC):
         return None
 
     @abstractmethod
-    def sweep(self, older_than: float) -> int:
-        """Remove temporaries abandoned for more than `older_than` seconds; return how many."""
+    def sweep(self, older_than: float, live: Container[str] = frozenset()) -> int:
+        """Remove temporaries abandoned for more than `older_than` seconds; return how many.
+
+        Temporaries of a key in `live` (a fill holding a live lease on it, perhaps on another
+        instance) are never removed, however old; only this storage's own temporaries are
+        considered (not another prefix's that happens to share the bucket)."""
+
+    def free_bytes(self) -> int | None:
+        """Bytes free for new objects, or None when the backend has no such limit (S3).
+        Cheap enough to ask before every fill."""
+        return None
+
+    @abstractmethod
+    def check_writable(self, min_free: int) -> None:
+        """Write and remove a small probe; for readiness checks.
+
+        Raises StorageFull when the probe cannot be written (the message says why) or, where
+        the backend has a free-space figure, when fewer than `min_free` bytes are free."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
+from collections.abc import Container
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import StorageFull
 from .base import ObjectNotFound, Storage, Writer, check_key
 
 
@@ -68,7 +71,29 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def sweep(self, older_than: float) -> int:
+    def free_bytes(self) -> int:
+        """Free bytes for an unprivileged writer on the folder's filesystem."""
+        info = os.statvfs(self.root)
+        return info.f_bavail * info.f_frsize
+
+    def check_writable(self, min_free: int) -> None:
+        probe = self.tmp / f"probe-{uuid.uuid4().hex}"
+        try:
+            with open(probe, "xb", buffering=0) as f:
+                f.write(b"probe")
+                os.fsync(f.fileno())
+            free = self.free_bytes()
+        except OSError as e:
+            raise StorageFull(f"storage not writable: {e}") from e
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+        if free < min_free:
+            raise StorageFull(f"storage below its free-space floor: {free} < {min_free} bytes")
+
+    def sweep(self, older_than: float, live: Container[str] = frozenset()) -> int:
+        # Temporaries are named by uuid, not key: `live` cannot apply, but a live fill writes
+        # its temporary as bytes arrive, so its modification time stays young.
         cutoff = time.time() - older_than
         removed = 0
         for entry in os.scandir(self.tmp):

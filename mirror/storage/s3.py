@@ -8,11 +8,14 @@ Memory per writer is bounded by one part.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Container
 from typing import Any, BinaryIO
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from storages.backends.s3 import S3Storage as DjangoS3Storage
 
+from ..errors import StorageFull
 from .base import ObjectNotFound, Storage, Writer, check_key
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
@@ -88,9 +91,13 @@ class S3Storage(Storage):
     def _bucket(self) -> str:
         return self._storage.bucket_name
 
+    @property
+    def _root(self) -> str:
+        """The folder of this storage in the bucket, with its trailing slash."""
+        return f"{self._prefix}/" if self._prefix else ""
+
     def _key(self, key: str) -> str:
-        check_key(key)
-        return f"{self._prefix}/objects/{key}" if self._prefix else f"objects/{key}"
+        return f"{self._root}objects/{check_key(key)}"
 
     def stat(self, key: str) -> int | None:
         try:
@@ -124,12 +131,27 @@ class S3Storage(Storage):
             "get_object", Params={"Bucket": self._bucket, "Key": self._key(key)}, ExpiresIn=300
         )
 
-    def sweep(self, older_than: float) -> int:
+    def check_writable(self, min_free: int) -> None:
+        """S3 has no free-space figure: `min_free` does not apply."""
+        probe = f"{self._root}tmp/probe-{uuid.uuid4().hex}"
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=probe, Body=b"probe")
+            self._client.delete_object(Bucket=self._bucket, Key=probe)
+        except (BotoCoreError, ClientError) as e:
+            raise StorageFull(f"storage not writable: {e}") from e
+
+    def sweep(self, older_than: float, live: Container[str] = frozenset()) -> int:
+        """Abort multipart uploads older than `older_than` under this storage's own objects
+        folder (`Initiated` is the upload's start: a long fill's upload is old but alive,
+        which is what `live` tells)."""
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        folder = f"{self._root}objects/"
         removed = 0
         paginator = self._client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=folder):
             for upload in page.get("Uploads", []):
+                if upload["Key"].removeprefix(folder) in live:
+                    continue
                 if upload["Initiated"] < cutoff:
                     self._client.abort_multipart_upload(
                         Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
