@@ -1,18 +1,26 @@
 """The fill path under faults: slow, corrupting, failing and vanishing upstreams, a crash
 mid-fill, and many concurrent misses. The faults come from a real proxy between the mirror
-and the real upstream registry."""
+and the real upstream registry, or from a small misbehaving upstream (endless and trickling
+bodies, tests/support/fill_servers.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Upstreams
 from tests.mirror_server import MirrorServer
+from tests.support.fill_servers import TRICKLE, BodyServer
+from tests.support.gomodules import Module, StaticServer, write_tree
 from tests.support.net import get_together
+
+HUGE = "9" * 5000  # more digits than Python's int() accepts
 
 
 def _stored(mirror: MirrorServer, digest: str) -> bool:
@@ -175,3 +183,106 @@ def test_crash_mid_fill_commits_nothing(
         assert _tmp_files(server) == []
     finally:
         server.stop()
+
+
+def test_range_of_thousands_of_digits(mirror: MirrorServer, upstreams: Upstreams) -> None:
+    digest, data = _layer(upstreams, "hugerange", 200_000)
+    url = f"{mirror.url}/v2/hugerange/blobs/{digest}"
+    for _ in ("cold", "warm"):
+        past = httpx.get(url, headers={"Range": f"bytes={HUGE}-"}, timeout=30)
+        assert past.status_code == 416
+        assert past.json()["errors"][0]["code"] == "RANGE_INVALID"
+        whole = httpx.get(url, headers={"Range": f"bytes=0-{HUGE}"}, timeout=30)
+        assert whole.status_code == 206 and whole.content == data
+        mirror.wait_committed(f"/v2/hugerange/blobs/{digest}")
+
+
+@dataclass
+class Limited:
+    """A mirror with a 2 MiB blob limit and a 1 s abandon budget, in front of the
+    misbehaving upstream and a static Go module proxy."""
+
+    mirror: MirrorServer
+    bodies: BodyServer
+    module: Module
+
+    def objects(self) -> list[Path]:
+        return [p for p in (self.mirror.data_dir / "storage/objects").rglob("*") if p.is_file()]
+
+    def temporaries(self) -> list[Path]:
+        return list((self.mirror.data_dir / "storage/tmp").iterdir())
+
+
+LIMIT = 2 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+    tmp = tmp_path_factory.mktemp("limited")
+    module = Module("example.com/ranged", "v1.0.0", pad=100_000)
+    write_tree(tmp / "go", [module])
+    with BodyServer() as bodies:
+        go = StaticServer(tmp / "go").start()
+        config = tmp / "mirror.yml"
+        config.write_text(
+            f"""
+upstreams:
+  - {{name: odd, kind: oci, url: "{bodies.url}", prefix: docker.io, default: true}}
+  - {{name: go, kind: go, url: "{go.url}", verify_sums: false}}
+"""
+        )
+        mirror = MirrorServer(
+            tmp / "var",
+            config,
+            MIRROR_MAX_BLOB_BYTES=str(LIMIT),
+            MIRROR_FILL_ABANDON_SECONDS="1",
+            MIRROR_GO_VERIFY="off",
+        )
+        mirror.setup()
+        mirror.start()
+        try:
+            yield Limited(mirror, bodies, module)
+        finally:
+            mirror.stop()
+            go.stop()
+
+
+def test_endless_body_stops_at_the_limit(limited: Limited) -> None:
+    url = f"{limited.mirror.url}/v2/endless/blobs/sha256:{'e' * 64}"
+    received = 0
+    with pytest.raises(httpx.HTTPError), httpx.stream("GET", url, timeout=30) as response:
+        response.raise_for_status()  # a 502, or a body cut short: never a clean end
+        for chunk in response.iter_raw():
+            received += len(chunk)
+            assert received <= LIMIT, "the mirror passed on more than the limit"
+    body = limited.bodies.bodies[-1]
+    assert body.ended.wait(10), "the mirror kept reading an endless body"
+    # What was sent: the limit, plus what the sockets' buffers held when the mirror stopped.
+    assert body.sent < LIMIT + 8 * 1024 * 1024, body.sent
+    assert limited.objects() == []
+    assert _eventually(lambda: limited.temporaries() == [])
+
+
+def test_fill_abandoned_by_its_client_stops(limited: Limited) -> None:
+    url = f"{limited.mirror.url}/v2/trickle/blobs/sha256:{'f' * 64}"
+    with httpx.stream("GET", url, timeout=30) as response:
+        assert response.status_code == 200 and response.headers["X-Cache"] == "MISS"
+        next(response.iter_raw())
+    left = time.monotonic()  # the client is gone; the upstream would trickle for 20 s more
+    body = limited.bodies.bodies[-1]
+    assert body.ended.wait(15), "the fill went on with no client"
+    assert time.monotonic() - left >= 0.9  # not before the budget (1 s) was spent
+    assert body.sent < TRICKLE
+    assert limited.objects() == []
+    assert _eventually(lambda: limited.temporaries() == [])
+
+
+def test_go_zip_range_of_thousands_of_digits(limited: Limited) -> None:
+    url = f"{limited.mirror.url}{limited.module.url_path('zip')}"
+    data = limited.module.zip_bytes()
+    for _ in ("cold", "warm"):
+        past = httpx.get(url, headers={"Range": f"bytes={HUGE}-"}, timeout=30)
+        assert past.status_code == 416
+        whole = httpx.get(url, headers={"Range": f"bytes=-{HUGE}"}, timeout=30)
+        assert whole.status_code == 206 and whole.content == data
+        assert _eventually(lambda: any(p.suffix == ".zip" for p in limited.objects()))
