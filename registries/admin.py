@@ -4,12 +4,12 @@ from django.contrib import admin
 
 from mirror.admin import ReadOnlyAdmin
 
-from .models import Manifest, Repository, Tag
+from .models import Link, Manifest, Repository, Tag
 
 
 class TagInline(admin.TabularInline):
     model = Tag
-    fields = ("name", "digest", "media_type", "fetched_at", "pull_count", "last_pull")
+    fields = ("name", "accept_key", "digest", "media_type", "fetched_at", "pull_count")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -27,10 +27,18 @@ class RepositoryAdmin(ReadOnlyAdmin):
 
 @admin.register(Tag)
 class TagAdmin(ReadOnlyAdmin):
-    list_display = ("__str__", "digest", "media_type", "fetched_at", "pull_count", "last_pull")
+    list_display = ("__str__", "accept_key", "digest", "media_type", "fetched_at", "pull_count")
     list_filter = ("repository__upstream", "media_type")
     search_fields = ("name", "repository__name", "digest")
     ordering = ("-pull_count",)
+
+
+@admin.register(Link)
+class LinkAdmin(ReadOnlyAdmin):
+    list_display = ("repository", "digest", "kind", "created")
+    list_filter = ("kind", "repository__upstream")
+    search_fields = ("digest", "repository__name")
+    ordering = ("-created",)
 
 
 @admin.register(Manifest)

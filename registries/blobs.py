@@ -1,15 +1,18 @@
-"""Blobs: content-addressed, served from storage or filled once from the upstream."""
+"""Blobs: content-addressed, served from storage or filled once from the upstream, and only
+under a name the upstream confirmed holds them (registries/links.py): an unlinked name is
+asked about first (HEAD), and gets 404 unless the upstream has the blob there."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mirror import fill, stats
+from mirror import fill, singleflight, stats
 from mirror.digests import DigestVerifier, storage_key
-from mirror.errors import UpstreamNotFound
+from mirror.errors import UpstreamInvalid
 from mirror.http import client_for
 
-from .errors import RegistryError
+from . import links
+from .formats import BLOB
 from .routing import Route
 
 
@@ -27,8 +30,27 @@ def _scope(route: Route) -> str:
     return f"repository:{route.repository}:pull"
 
 
+def _ask(route: Route, digest: str) -> int | None:
+    """HEAD the blob under this name (UpstreamNotFound if it is not there); link it on 200.
+    Returns the size the upstream gave, if any."""
+    response = client_for(route.upstream).fetch("HEAD", _path(route, digest), scope=_scope(route))
+    links.link(route, [(digest, BLOB)])
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isascii() and length.isdigit() else None
+
+
 def get_blob(route: Route, digest: str) -> fill.Content:
-    """The blob's content, filling it from the upstream on a miss."""
+    """The blob's content, filling it from the upstream on a miss.
+
+    Raises:
+        UpstreamNotFound: the upstream does not have it under this name.
+    """
+    if not links.is_linked(route, digest, BLOB):
+        singleflight.once(
+            f"oci-confirm:{route.upstream.id}:{route.repository}:blob:{digest}",
+            lambda: _ask(route, digest),
+            recheck=lambda: links.is_linked(route, digest, BLOB) or None,
+        )
     key = storage_key(digest)
 
     def fetch() -> fill.Source:
@@ -42,20 +64,17 @@ def get_blob(route: Route, digest: str) -> fill.Content:
         )
         length = response.headers.get("Content-Length", "")
         return fill.Source(
-            size=int(length) if length.isdigit() else None,
+            size=int(length) if length.isascii() and length.isdigit() else None,
             chunks=response.iter_raw(),
             close=response.close,
         )
 
-    try:
-        content = fill.get(
-            key,
-            fetch=fetch,
-            verifier=lambda: DigestVerifier(digest),
-            upstream_id=route.upstream.id,
-        )
-    except UpstreamNotFound:
-        raise RegistryError("BLOB_UNKNOWN", "blob unknown", {"digest": digest}) from None
+    content = fill.get(
+        key,
+        fetch=fetch,
+        verifier=lambda: DigestVerifier(digest),
+        upstream_id=route.upstream.id,
+    )
     stats.record(
         "mirror.StoredObject", key=key, count_field="access_count", last_field="last_access"
     )
@@ -64,15 +83,14 @@ def get_blob(route: Route, digest: str) -> fill.Content:
 
 def head_blob(route: Route, digest: str) -> BlobHead:
     """Size of a blob, from storage or asked of the upstream (HEAD does not fill)."""
-    if (content := fill.stored(storage_key(digest))) is not None:
+    content = fill.stored(storage_key(digest))
+    if content is not None and links.is_linked(route, digest, BLOB):
         assert content.size is not None
         return BlobHead(content.size, "HIT")
-    client = client_for(route.upstream)
-    try:
-        response = client.send("HEAD", _path(route, digest), scope=_scope(route))
-    except UpstreamNotFound:
-        raise RegistryError("BLOB_UNKNOWN", "blob unknown", {"digest": digest}) from None
-    length = response.headers.get("Content-Length", "")
-    if not length.isdigit():
-        raise RegistryError("BLOB_UNKNOWN", "upstream gave no blob size", {"digest": digest})
-    return BlobHead(int(length), "MISS")
+    size = _ask(route, digest)
+    if content is not None:
+        assert content.size is not None
+        return BlobHead(content.size, "HIT")
+    if size is None:
+        raise UpstreamInvalid("upstream gave no blob size")
+    return BlobHead(size, "MISS")

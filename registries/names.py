@@ -32,10 +32,17 @@ def is_digest(reference: str) -> bool:
     return ":" in reference
 
 
+def check_tag(tag: str) -> str:
+    if not TAG.match(tag):
+        raise RegistryError("TAG_INVALID", "invalid tag", {"tag": tag[:300]})
+    return tag
+
+
 def check_reference(reference: str) -> str:
-    """A tag or a digest."""
+    """A tag or a digest. A reference that is neither cannot name a manifest: 404
+    MANIFEST_UNKNOWN, as the OCI conformance suite expects (a bad digest stays a 400)."""
     if is_digest(reference):
         return check_digest(reference)
     if not TAG.match(reference):
-        raise RegistryError("TAG_INVALID", "invalid tag", {"tag": reference[:300]})
+        raise RegistryError("MANIFEST_UNKNOWN", "manifest unknown", {"tag": reference[:300]})
     return reference

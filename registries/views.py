@@ -1,6 +1,7 @@
 """The OCI distribution API, pull side: parse, call the core, map errors.
 
-One entry point dispatches on the path, because repository names contain slashes.
+One entry point dispatches on the path, because repository names contain slashes. Services
+raise the core's domain errors; `_domain_error` maps them to OCI error answers, once.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from django.views.decorators.csrf import csrf_exempt
 from mirror.errors import (
     DigestMismatch,
     InvalidContent,
+    MirrorError,
+    Overloaded,
+    StorageFull,
     UpstreamDenied,
-    UpstreamError,
+    UpstreamInvalid,
     UpstreamNotFound,
     UpstreamUnavailable,
 )
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
 
-from . import blobs, catalog, manifests
+from . import blobs, catalog, manifests, referrers, tags
 from .errors import API_VERSION, RegistryError
-from .names import check_digest, check_name, check_reference, is_digest
+from .formats import OCI_INDEX
+from .names import check_digest, check_name, check_reference, check_tag, is_digest
 from .routing import Route, route
 
 log = logging.getLogger(__name__)
@@ -35,23 +40,33 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<name>.+)/blobs/uploads(?:/.*)?$"), "upload"),
     (re.compile(r"^(?P<name>.+)/blobs/(?P<digest>[^/]+)$"), "blob"),
     (re.compile(r"^(?P<name>.+)/tags/list$"), "tags"),
+    (re.compile(r"^(?P<name>.+)/referrers/(?P<digest>[^/]+)$"), "referrers"),
 ]
 TAG_TTL_CACHE_CONTROL = "no-cache"
+# What "not found upstream" means on each endpoint; others say the repository is unknown.
+_NOT_FOUND = {
+    "manifest": ("MANIFEST_UNKNOWN", "manifest unknown"),
+    "blob": ("BLOB_UNKNOWN", "blob unknown"),
+}
 
 
 @csrf_exempt
 def v2(request: HttpRequest, path: str = "") -> HttpResponse:
+    kind = ""
     try:
-        response = _dispatch(request, path)
+        if request.method not in ("GET", "HEAD"):
+            raise RegistryError("UNSUPPORTED", "this mirror is read-only")
+        kind, handler, params = _resolve(path)
+        response = handler(request, **params)
     except RegistryError as e:
         response = e.response()
-    except UpstreamError as e:
-        response = _upstream_error(e).response()
-    except (DigestMismatch, InvalidContent) as e:
-        # The upstream's bytes failed verification before any reached the client.
-        response = RegistryError("DIGEST_INVALID", f"upstream content refused: {e}", status=502)
-        response = response.response()
+    except (MirrorError, catalog.UnknownName) as e:
+        response = _domain_error(e, kind).response()
     response[API_VERSION[0]] = API_VERSION[1]
+    if request.method == "HEAD" and response.status_code >= 400:
+        # An error answer to HEAD states its length but carries no body.
+        response["Content-Length"] = str(len(response.content))
+        response.content = b""
     return response
 
 
@@ -59,22 +74,55 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return RegistryError("UNSUPPORTED", "unknown endpoint", status=404).response()
 
 
-def _dispatch(request: HttpRequest, path: str) -> HttpResponse:
-    if request.method not in ("GET", "HEAD"):
-        raise RegistryError("UNSUPPORTED", "this mirror is read-only")
+def _resolve(path: str) -> tuple[str, Callable[..., HttpResponse], dict[str, str]]:
     if path == "":
-        return JsonResponse({})
+        return "base", lambda request: JsonResponse({}), {}
     if path == "_catalog":
-        return catalog.catalog_response(request)
+        return "catalog", catalog_view, {}
     for pattern, kind in _ROUTES:
         if match := pattern.match(path):
-            return _HANDLERS[kind](request, **match.groupdict())
+            return kind, _HANDLERS[kind], match.groupdict()
     raise RegistryError("UNSUPPORTED", "unknown endpoint", {"path": path[:300]}, status=404)
+
+
+def _domain_error(e: Exception, kind: str) -> RegistryError:
+    """The OCI error answer for a core error raised while serving endpoint `kind`."""
+    if isinstance(e, (UpstreamNotFound, catalog.UnknownName)):
+        code, message = _NOT_FOUND.get(kind, ("NAME_UNKNOWN", "repository not known upstream"))
+        return RegistryError(code, message)
+    if isinstance(e, UpstreamDenied):
+        # Docker Hub answers 401 for repositories that do not exist: to a client this is
+        # "unknown", not a prompt to log in to the mirror.
+        return RegistryError("NAME_UNKNOWN", "the upstream refused access to this repository")
+    if isinstance(e, UpstreamInvalid):
+        code = "MANIFEST_INVALID" if kind == "manifest" else "UNAVAILABLE"
+        return RegistryError(code, f"upstream answer refused: {e}", status=502)
+    if isinstance(e, UpstreamUnavailable) and e.retry_after:
+        message = "upstream is rate-limiting; retry later"
+        return RegistryError("TOOMANYREQUESTS", message, retry_after=e.retry_after)
+    if isinstance(e, UpstreamUnavailable):
+        return RegistryError("UNAVAILABLE", f"upstream unavailable: {e}")
+    if isinstance(e, Overloaded):
+        return RegistryError("UNAVAILABLE", "mirror busy", retry_after=e.retry_after)
+    if isinstance(e, StorageFull):
+        return RegistryError("UNAVAILABLE", "mirror storage is full", status=507)
+    if isinstance(e, (DigestMismatch, InvalidContent)):
+        # The upstream's bytes failed verification before any reached the client.
+        return RegistryError("DIGEST_INVALID", f"upstream content refused: {e}", status=502)
+    log.error("unmapped mirror error on %s: %r", kind, e)
+    return RegistryError("UNAVAILABLE", f"upstream error: {e}", status=502)
 
 
 def _route(request: HttpRequest, name: str) -> Route:
     """The route of an already validated name (the handlers check names first)."""
     return route(name, request.GET.get("ns") or None)
+
+
+def _page_size(request: HttpRequest) -> int | None:
+    try:
+        return catalog.page_size(request.GET.get("n"))
+    except ValueError as e:
+        raise RegistryError("PAGINATION_NUMBER_INVALID", str(e)) from None
 
 
 def manifest(request: HttpRequest, name: str, reference: str) -> HttpResponse:
@@ -86,7 +134,11 @@ def manifest(request: HttpRequest, name: str, reference: str) -> HttpResponse:
         if part.strip()
     ]
     head = request.method == "HEAD"
-    answer = manifests.get_manifest(_route(request, name), reference, accept, head)
+    target = _route(request, name)
+    if is_digest(reference):
+        answer = manifests.by_digest(target, reference, head)
+    else:
+        answer = tags.by_tag(target, reference, accept, head)
     response = HttpResponse(answer.body or b"", content_type=answer.media_type)
     response["Content-Length"] = str(answer.size)
     response["Docker-Content-Digest"] = answer.digest
@@ -124,41 +176,50 @@ def upload(request: HttpRequest, name: str) -> HttpResponse:
     raise RegistryError("UNSUPPORTED", "this mirror is read-only")
 
 
-def tags(request: HttpRequest, name: str) -> HttpResponse:
+def tags_view(request: HttpRequest, name: str) -> HttpResponse:
     check_name(name)
-    n = request.GET.get("n")
-    if n is not None and not (n.isdigit() and 0 < int(n) <= 10000):
-        raise RegistryError("PAGINATION_NUMBER_INVALID", "n must be between 1 and 10000")
+    n = _page_size(request)
     last = request.GET.get("last") or None
     if last is not None:
-        check_reference(last)
-    page = catalog.list_tags(_route(request, name), int(n) if n else None, last)
-    response = JsonResponse({"name": name, "tags": page.tags})
+        check_tag(last)
+    page = catalog.list_tags(_route(request, name), n, last)
+    response = JsonResponse({"name": name, "tags": page.items})
     if page.next_last is not None:
-        query = urlencode({"n": n or len(page.tags), "last": page.next_last})
+        query = urlencode({"n": n or len(page.items), "last": page.next_last})
         response["Link"] = f'</v2/{name}/tags/list?{query}>; rel="next"'
     response["X-Cache"] = page.cache
     response["Cache-Control"] = TAG_TTL_CACHE_CONTROL
     return response
 
 
-def _upstream_error(e: UpstreamError) -> RegistryError:
-    if isinstance(e, UpstreamNotFound):
-        return RegistryError("NAME_UNKNOWN", "not found upstream")
-    if isinstance(e, UpstreamDenied):
-        # Docker Hub answers 401 for repositories that do not exist: to a client this is
-        # "unknown", not a prompt to log in to the mirror.
-        return RegistryError("NAME_UNKNOWN", "the upstream refused access to this repository")
-    assert isinstance(e, UpstreamUnavailable)
-    if e.retry_after:
-        error = RegistryError("TOOMANYREQUESTS", "upstream is rate-limiting; retry later")
-        return error
-    return RegistryError("UNAVAILABLE", f"upstream unavailable: {e}")
+def catalog_view(request: HttpRequest) -> HttpResponse:
+    n = _page_size(request)
+    page = catalog.catalog(n, request.GET.get("last") or None)
+    response = JsonResponse({"repositories": page.items})
+    if page.next_last is not None:
+        query = urlencode({"n": n, "last": page.next_last})
+        response["Link"] = f'</v2/_catalog?{query}>; rel="next"'
+    return response
+
+
+def referrers_view(request: HttpRequest, name: str, digest: str) -> HttpResponse:
+    check_name(name)
+    check_digest(digest)
+    artifact_type = request.GET.get("artifactType")
+    found = referrers.get_referrers(_route(request, name), digest, artifact_type)
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": found.descriptors}
+    response = JsonResponse(index, content_type=OCI_INDEX)
+    if artifact_type is not None:
+        response["OCI-Filters-Applied"] = "artifactType"
+    response["X-Cache"] = found.cache
+    response["Cache-Control"] = TAG_TTL_CACHE_CONTROL
+    return response
 
 
 _HANDLERS: dict[str, Callable[..., HttpResponse]] = {
     "manifest": manifest,
     "blob": blob,
-    "tags": tags,
+    "tags": tags_view,
     "upload": upload,
+    "referrers": referrers_view,
 }
