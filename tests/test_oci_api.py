@@ -142,7 +142,9 @@ BAD_PATHS = [
     ("/v2/a%2F..%2F..%2Fb/manifests/latest", 400, "NAME_INVALID"),
     ("/v2/a%00b/manifests/latest", 400, "NAME_INVALID"),
     ("/v2/" + "a" * 300 + "/manifests/latest", 400, "NAME_INVALID"),
-    ("/v2/alpine/manifests/" + "t" * 200, 400, "TAG_INVALID"),
+    ("/v2/alpine/manifests/" + "t" * 200, 404, "MANIFEST_UNKNOWN"),
+    ("/v2/alpine/manifests/.INVALID", 404, "MANIFEST_UNKNOWN"),  # the OCI conformance suite
+    ("/v2/alpine/tags/list?last=.bad", 400, "TAG_INVALID"),
     ("/v2/alpine/manifests/bad%2Ftag", 404, "UNSUPPORTED"),
     ("/v2/alpine/manifests/sha256:1234", 400, "DIGEST_INVALID"),
     ("/v2/alpine/blobs/md5:" + "a" * 32, 400, "DIGEST_INVALID"),
@@ -150,6 +152,10 @@ BAD_PATHS = [
     ("/v2/alpine/blobs/sha256:" + "a" * 65, 400, "DIGEST_INVALID"),
     ("/v2/alpine/blobs/sha256:..%2F..%2F" + "a" * 58, 404, "UNSUPPORTED"),
     ("/v2/alpine/tags/list?n=-1", 400, "PAGINATION_NUMBER_INVALID"),
+    ("/v2/alpine/tags/list?n=%C2%B2", 400, "PAGINATION_NUMBER_INVALID"),  # '²'.isdigit()
+    ("/v2/_catalog?n=%C2%B2", 400, "PAGINATION_NUMBER_INVALID"),
+    ("/v2/_catalog?n=0", 400, "PAGINATION_NUMBER_INVALID"),
+    ("/v2/alpine/referrers/sha256:1234", 400, "DIGEST_INVALID"),
     ("/v2/alpine/manifests/latest?ns=evil.example", 404, "NAME_UNKNOWN"),
 ]
 

@@ -1,0 +1,130 @@
+"""Unit checks of the OCI app's pure parts: manifest validation, Accept keys, page sizes, the
+referrers tag schema, and how core errors become OCI answers (no server, no upstream)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import RequestFactory
+
+from mirror.errors import Overloaded, StorageFull, UpstreamInvalid, UpstreamUnavailable
+from registries import catalog, formats
+from registries.referrers import referrers_tag
+from registries.views import _domain_error, v2
+from tests.support.oci_servers import OCI_INDEX, OCI_MANIFEST, digest, oci_manifest
+
+
+def test_a_valid_manifest_names_what_it_references() -> None:
+    body = oci_manifest("refs")
+    parsed = formats.parse_manifest(body, OCI_MANIFEST)
+    document = json.loads(body)
+    assert parsed.media_type == OCI_MANIFEST
+    assert parsed.references == (
+        (document["config"]["digest"], formats.BLOB),
+        (document["layers"][0]["digest"], formats.BLOB),
+    )
+
+
+def test_an_index_references_its_children_as_manifests() -> None:
+    child = {"mediaType": OCI_MANIFEST, "digest": digest(b"child"), "size": 5}
+    body = json.dumps({"schemaVersion": 2, "manifests": [child]}).encode()
+    parsed = formats.parse_manifest(body, "application/json")  # shape says index
+    assert parsed.media_type == OCI_INDEX
+    assert parsed.references == ((child["digest"], formats.MANIFEST),)
+    assert parsed.descriptors == (child,)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (oci_manifest("x"), "text/html"),
+        (b"not json", OCI_MANIFEST),
+        (b"2", OCI_MANIFEST),
+        (oci_manifest("x", schemaVersion=True), OCI_MANIFEST),  # bool is not the int 2
+        (oci_manifest("x", artifactType=["a"]), OCI_MANIFEST),
+        (oci_manifest("x", subject="sha256:abc"), OCI_MANIFEST),
+        (oci_manifest("x", layers=[{"mediaType": "x", "digest": digest(b""), "size": -1}]), ""),
+    ],
+)
+def test_invalid_manifests_are_refused(body: bytes, content_type: str) -> None:
+    with pytest.raises(UpstreamInvalid):
+        formats.parse_manifest(body, content_type)
+
+
+def test_accept_key_names_the_negotiated_types() -> None:
+    every = list(formats.MANIFEST_TYPES)
+    assert formats.accept_key([]) == formats.accept_key(["*/*"]) == "*"
+    assert formats.accept_key(every) == formats.accept_key(list(reversed(every)))
+    assert formats.accept_key([OCI_MANIFEST]) != formats.accept_key(every)
+    assert formats.accept_key([OCI_MANIFEST, "*/*"]) != formats.accept_key([OCI_MANIFEST])
+    assert formats.accept_key([OCI_MANIFEST, "application/json"]) == OCI_MANIFEST
+
+
+@pytest.mark.parametrize("value", ["²", "0", "-1", "10001", "1e3", "", " 5"])
+def test_page_sizes_outside_ascii_1_to_10000_are_refused(value: str) -> None:
+    with pytest.raises(ValueError):
+        catalog.page_size(value)
+
+
+def test_referrers_tag_schema() -> None:
+    hexpart = "a" * 64
+    assert referrers_tag(f"sha256:{hexpart}") == f"sha256-{hexpart}"
+    assert referrers_tag(f"sha512:{'b' * 128}") == f"sha512-{'b' * 64}"
+
+
+def test_core_errors_become_oci_answers() -> None:
+    full = _domain_error(StorageFull("no room"), "blob")
+    assert (full.status, full.code) == (507, "UNAVAILABLE")
+    busy = _domain_error(Overloaded("busy", retry_after=2.5), "blob").response()
+    assert busy.status_code == 503 and busy["Retry-After"] == "3"
+    limited = _domain_error(UpstreamUnavailable("429", retry_after=7), "tags").response()
+    assert limited.status_code == 429 and limited["Retry-After"] == "7"
+    invalid = _domain_error(UpstreamInvalid("html"), "manifest")
+    assert (invalid.status, invalid.code) == (502, "MANIFEST_INVALID")
+    assert _domain_error(UpstreamInvalid("huge"), "tags").status == 502
+
+
+def test_an_error_answer_to_head_has_no_body() -> None:
+    request = RequestFactory().head("/v2/Upper/manifests/latest")
+    response = v2(request, "Upper/manifests/latest")
+    assert response.status_code == 400
+    assert response.content == b"" and int(response["Content-Length"]) > 0
+
+
+@pytest.mark.django_db
+def test_warm_manifest_requests_cost_two_queries_by_tag_and_one_by_digest() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from mirror import upstreams
+    from mirror.models import Upstream
+    from registries import links, manifests, tags
+    from registries.models import Manifest, Tag
+    from registries.routing import route
+
+    Upstream.objects.create(name="hub", kind="oci", url="http://hub.invalid", is_default=True)
+    upstreams.forget()
+    target = route("warm")
+    body = oci_manifest("warm")
+    manifest = Manifest.objects.create(
+        digest=digest(body), media_type=OCI_MANIFEST, size=len(body), body=body
+    )
+    repository = links.link_manifest(target, manifest)
+    accept = [OCI_INDEX, OCI_MANIFEST]
+    Tag.objects.create(
+        repository=repository,
+        name="1",
+        accept_key=formats.accept_key(accept),
+        digest=manifest.digest,
+        media_type=OCI_MANIFEST,
+        size=len(body),
+        fetched_at=timezone.now(),
+    )
+    with CaptureQueriesContext(connection) as by_tag:
+        answer = tags.by_tag(target, "1", accept, head=False)
+    assert (answer.body, answer.cache) == (body, "HIT")
+    with CaptureQueriesContext(connection) as by_digest:
+        assert manifests.by_digest(target, manifest.digest, head=False).body == body
+    assert (len(by_tag), len(by_digest)) == (2, 1)
