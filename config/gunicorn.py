@@ -35,3 +35,18 @@ errorlog = "-"
 # gunicorn's control socket lives at one fixed path per user; several instances on one host
 # (tests, benchmarks) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def on_starting(server: object) -> None:
+    """Refuse to serve a misconfigured mirror: Django's system checks (gunicorn runs none
+    itself; `make run` also meets them in `migrate`), before the workers fork."""
+    import django
+    from django.core.management import call_command
+    from django.db import connections
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    try:
+        call_command("check")
+    finally:
+        connections.close_all()  # never hand the master's connections to forked workers

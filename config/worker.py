@@ -35,9 +35,26 @@ import time
 from functools import partial
 
 from django.conf import settings
+from gunicorn import util
 from gunicorn.errors import ConfigError
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+
+def _plain_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own answers to requests it cannot parse (400, 414, 431, 501), as plain text
+    instead of its HTML page: nothing from the mirror's origin is HTML."""
+    body = f"{status_int} {reason}: {mesg}\n".encode("utf-8", "replace")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# Worker.handle_error answers through this module function; there is no setting for it.
+util.write_error = _plain_error
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 

@@ -72,6 +72,22 @@ def test_too_many_query_fields_is_not_html(server: MirrorServer) -> None:
     assert admin.status_code == 400 and admin.json() == {"error": "bad request"}
 
 
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /v2/" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # 414
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n",  # 400
+        b"G<T /v2/ HTTP/1.1\r\nHost: x\r\n\r\n",  # invalid method
+    ],
+)
+def test_unparseable_requests_are_not_html(server: MirrorServer, request_head: bytes) -> None:
+    """gunicorn answers these itself, before Django: plain text, not its HTML page."""
+    answer = _raw_exchange(server, request_head)
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert answer.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5"))
+    assert b"content-type: text/plain" in head and b"<html" not in answer.lower()
+
+
 def test_database_down_answers_in_protocol_format(server: MirrorServer) -> None:
     """A real unhandled failure: the database file is gone (a directory stands in its place),
     so every query raises; each protocol answers 500 in its own format, and HEAD with no body."""
