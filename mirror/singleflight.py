@@ -9,7 +9,8 @@ lookup. The key names the thing asked (upstream, name, kind[, media type]), not 
 - Across processes and instances, the leader holds a fill lease on `once:<key>` (the same
   table as the fill's). A caller in another process that finds the lease taken waits for it
   to end, then calls `recheck()`, which reads what the leader stored (None: not there, for
-  example because the leader failed); only then does it fetch itself.
+  example because the leader failed); only then does it fetch itself. A caller that wins the
+  lease calls `recheck()` once too: a leader may have finished between its look and its claim.
 
 Every wait is bounded: a leader that outlives MIRROR_FILL_LEASE_SECONDS * 2 stops being
 waited for, and the caller fetches on its own.
@@ -98,6 +99,9 @@ def _lead(key: str, fetch: Callable[[], T], recheck: Callable[[], T | None] | No
             return fetch()
         if lease is not None:
             try:
+                # Another process may have stored it between our look and our claim.
+                if recheck is not None and (stored := recheck()) is not None:
+                    return stored
                 return fetch()
             finally:
                 try:
