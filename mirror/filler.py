@@ -324,6 +324,7 @@ class LocalFollower(SpoolReader):
                 now = time.monotonic()
                 if (fill.state, fill.written) != seen:
                     seen, since = (fill.state, fill.written), now
-                elif now - since > _wait_seconds():
+                left = since + _wait_seconds() - now
+                if left <= 0:
                     raise UpstreamUnavailable(f"the fill of {self.key} stalled")
-                fill.cond.wait(1.0)
+                fill.cond.wait(min(1.0, left))
