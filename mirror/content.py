@@ -1,8 +1,9 @@
 """What a reader gets: committed content, or the spool of a fill in progress.
 
 `Content` is the protocol apps' view of an object; `SpoolReader` reads a spool file as it
-grows, up to what `readable_limit` allows before the object is verified; `RemoteFollower`
-tails the spool of a filler in another process on this host (see mirror/fill.py).
+grows, up to what `readable_limit` allows before the object is verified; `LocalFollower`
+reads a fill of this process (mirror/filler.py), `RemoteFollower` tails the spool of a
+filler in another process on this host (see mirror/fill.py).
 
 File descriptors: a reader of a fill in progress opens the spool only when its client starts
 reading (the first item of `open()`'s iterator), and closes it when that iterator ends or is
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from django.conf import settings
 
@@ -24,6 +25,9 @@ from . import leases
 from .errors import MirrorError, UpstreamUnavailable
 from .models import FillLease
 from .storage import ObjectNotFound, Storage
+
+if TYPE_CHECKING:
+    from .filler import Fill
 
 CHUNK = 1024 * 1024
 POLL = 0.05
@@ -174,6 +178,60 @@ class SpoolReader(Content):
         except ObjectNotFound:
             raise self._failure() from None
         yield from read_chunks(stream, length)
+
+
+class LocalFollower(SpoolReader):
+    """A reader of a fill in this process: takes recent blocks from memory, else reads the
+    spool; counts as one of the fill's readers while its client reads. Gives up
+    (UpstreamUnavailable) when the fill shows no progress for `wait_seconds()`."""
+
+    def __init__(self, fill: Fill, path: str) -> None:
+        self.fill = fill
+        super().__init__(fill.storage, fill.key, path, fill.size)
+
+    def _failure(self) -> MirrorError:
+        return self.fill.error or super()._failure()
+
+    def _attach(self) -> None:
+        with self.fill.cond:
+            self.fill.readers += 1
+
+    def _detach(self) -> None:
+        with self.fill.cond:
+            self.fill.readers -= 1
+            if not self.fill.readers:
+                self.fill.idle_since = time.monotonic()
+
+    def _read(self, pos: int, size: int) -> bytes:
+        with self.fill.cond:
+            blocks = list(self.fill.recent)
+        for start, block in reversed(blocks):
+            if start <= pos < start + len(block):
+                offset = pos - start
+                if offset == 0 and size >= len(block):
+                    return block
+                return block[offset : offset + size]
+        return super()._read(pos, size)
+
+    def _readable(self, pos: int, end: int | None) -> int:
+        fill = self.fill
+        with fill.cond:
+            seen, since = (fill.state, fill.written), time.monotonic()
+            while True:
+                done = fill.verified
+                if fill.state == "failed" and not done:
+                    assert fill.error is not None
+                    raise fill.error
+                limit = readable_limit(fill.written, end, done)
+                if limit > pos or done:
+                    return limit
+                now = time.monotonic()
+                if (fill.state, fill.written) != seen:
+                    seen, since = (fill.state, fill.written), now
+                left = since + wait_seconds() - now
+                if left <= 0:
+                    raise UpstreamUnavailable(f"the fill of {self.key} stalled")
+                fill.cond.wait(min(1.0, left))
 
 
 class RemoteFollower(SpoolReader):

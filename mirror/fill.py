@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from . import leases
 from .content import CHUNK, POLL, Content, RemoteFollower, Source, StoredContent, Verifier
@@ -130,6 +131,21 @@ def get(
     storage = get_storage()
     if max_size is None:
         max_size = settings.MIRROR_MAX_BLOB_BYTES
+    try:
+        return _get(key, storage, fetch, verifier, upstream_id, max_size)
+    except DatabaseError as e:  # the leases' database is briefly unreachable
+        log.warning("fill of %s: database unavailable: %s", key, e)
+        raise UpstreamUnavailable(f"cannot coordinate the fill of {key}", retry_after=1) from e
+
+
+def _get(
+    key: str,
+    storage: Storage,
+    fetch: Callable[[], Source],
+    verifier: Callable[[], Verifier],
+    upstream_id: int | None,
+    max_size: int,
+) -> Content:
     give_up = time.monotonic() + _wait_seconds()
     while True:
         if (content := stored(key)) is not None:

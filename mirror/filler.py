@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import connection
 
 from . import leases
-from .content import Content, Source, SpoolReader, StoredContent, Verifier, readable_limit
+from .content import Content, LocalFollower, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
 from .errors import DigestMismatch, MirrorError, StorageFull, UpstreamInvalid, UpstreamUnavailable
 from .models import FillLease, StoredObject
@@ -274,57 +274,3 @@ class Fill:
                 assert self.spool is not None
                 return LocalFollower(self, str(self.spool))
         return StoredContent(self.storage, self.key, self.written, cache="MISS")
-
-
-class LocalFollower(SpoolReader):
-    """A reader of a fill in this process: takes recent blocks from memory, else reads the
-    spool; counts as one of the fill's readers while its client reads. Gives up
-    (UpstreamUnavailable) when the fill shows no progress for `wait_seconds()`."""
-
-    def __init__(self, fill: Fill, path: str) -> None:
-        self.fill = fill
-        super().__init__(fill.storage, fill.key, path, fill.size)
-
-    def _failure(self) -> MirrorError:
-        return self.fill.error or super()._failure()
-
-    def _attach(self) -> None:
-        with self.fill.cond:
-            self.fill.readers += 1
-
-    def _detach(self) -> None:
-        with self.fill.cond:
-            self.fill.readers -= 1
-            if not self.fill.readers:
-                self.fill.idle_since = time.monotonic()
-
-    def _read(self, pos: int, size: int) -> bytes:
-        with self.fill.cond:
-            blocks = list(self.fill.recent)
-        for start, block in reversed(blocks):
-            if start <= pos < start + len(block):
-                offset = pos - start
-                if offset == 0 and size >= len(block):
-                    return block
-                return block[offset : offset + size]
-        return super()._read(pos, size)
-
-    def _readable(self, pos: int, end: int | None) -> int:
-        fill = self.fill
-        with fill.cond:
-            seen, since = (fill.state, fill.written), time.monotonic()
-            while True:
-                done = fill.verified
-                if fill.state == "failed" and not done:
-                    assert fill.error is not None
-                    raise fill.error
-                limit = readable_limit(fill.written, end, done)
-                if limit > pos or done:
-                    return limit
-                now = time.monotonic()
-                if (fill.state, fill.written) != seen:
-                    seen, since = (fill.state, fill.written), now
-                left = since + _wait_seconds() - now
-                if left <= 0:
-                    raise UpstreamUnavailable(f"the fill of {self.key} stalled")
-                fill.cond.wait(min(1.0, left))

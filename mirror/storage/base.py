@@ -66,6 +66,7 @@ class Storage(ABC):
 
         Raises ObjectNotFound. A local backend returns a real file positioned at `start` so
         that the server can use sendfile; callers must not read past `length` themselves.
+        The caller owns the stream and closes it (the HTTP response does, for answers).
         """
 
     @abstractmethod

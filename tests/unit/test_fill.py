@@ -220,6 +220,15 @@ def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
     assert _bounded(lambda: _fetch_and_read(Upstream(DATA))) == ("MISS", DATA)
 
 
+def test_database_down_at_claim_is_a_clean_error(store, monkeypatch) -> None:
+    _raise_once(monkeypatch, leases, "claim")
+    up = Upstream(DATA)
+    with pytest.raises(UpstreamUnavailable) as caught:
+        _bounded(lambda: _get(up))
+    assert caught.value.retry_after and up.fetches == 0
+    assert _bounded(lambda: _fetch_and_read(up)) == ("MISS", DATA)  # its slot was given back
+
+
 def test_follower_of_a_stalled_fill_gives_up(store: FaultyStorage) -> None:
     up = Upstream(DATA)
     content = _stalled_fill(up)
