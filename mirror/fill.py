@@ -1,8 +1,8 @@
 """The fill path: every miss streams, verifies, commits atomically, and is fetched once.
 
 `get()` returns a `Content` for a key: the committed object (HIT), or a view of a fill in
-progress (MISS). The fill itself (the copy, its limits and its end) is `filler.Fill`; the
-readers are in `content` and `filler`. The last HOLDBACK bytes (and the last byte of a range)
+progress (MISS). The fill itself (the copy, its limits and its end) is `filler.Fill`; its
+readers are in `content`. The last HOLDBACK bytes (and the last byte of a range)
 are held back from every reader until the object is verified: a client never sees a clean end
 of a wrong body, and a small object that fails verification is a clean error answer.
 
