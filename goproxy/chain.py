@@ -68,7 +68,7 @@ class Route:
         """A streamed answer (`.info`/`.mod`/`.zip` for the fill); the caller closes it."""
         path = f"/{escape(self.module)}/{suffix}"
         return self.first_answer(
-            lambda upstream: client_for(upstream).send("GET", path, stream=True, metadata=False)
+            lambda upstream: client_for(upstream).send("GET", path, metadata=False)
         )
 
     def ttl(self) -> tuple[float, float]:

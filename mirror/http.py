@@ -194,9 +194,7 @@ class UpstreamClient:
         cap = settings.MIRROR_MAX_METADATA_BYTES if cap is None else cap
         headers = {"Accept-Encoding": "gzip", **(headers or {})}
         with deadline(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT):
-            response = self.send(
-                method, path, headers=headers, params=params, scope=scope, stream=True
-            )
+            response = self.send(method, path, headers=headers, params=params, scope=scope)
             try:
                 body = b"" if method == "HEAD" else read_capped(response, cap)
             finally:
@@ -211,7 +209,6 @@ class UpstreamClient:
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
         scope: str = "",
-        stream: bool = False,
         metadata: bool = True,
     ) -> httpx.Response:
         """Send a request; return a 2xx/3xx response (body unread) or raise an Upstream* error.
@@ -221,13 +218,9 @@ class UpstreamClient:
 
         Args:
             scope: the token scope this request needs (e.g. `repository:library/alpine:pull`).
-            stream: must be True (the body is left unread for the caller); callers not yet
-                moved to `fetch` get its Answer instead.
             metadata: a small answer is expected: use the short read timeout, so that a hung
                 upstream turns into a stale answer or an error within seconds.
         """
-        if not stream:
-            return self.fetch(method, path, headers=headers, params=params, scope=scope)  # type: ignore[return-value]
         if time.monotonic() < self._blocked_until:
             raise UpstreamUnavailable(
                 f"{self.info.name} asked us to wait (Retry-After)",

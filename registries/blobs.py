@@ -59,7 +59,6 @@ def get_blob(route: Route, digest: str) -> fill.Content:
             _path(route, digest),
             headers={"Accept-Encoding": "identity"},
             scope=_scope(route),
-            stream=True,
             metadata=False,
         )
         length = response.headers.get("Content-Length", "")
