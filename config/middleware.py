@@ -1,7 +1,8 @@
 """Response rules for the whole site, in one middleware kept cheap for the protocol paths
 (two comparisons per warm manifest or blob answer).
 
-- An error answer to HEAD carries no body. Its Content-Length stays what the GET would have
+- An answer to HEAD carries no body (error answers, and pages such as the admin's that
+  Django renders the same for HEAD as for GET). Its Content-Length stays what the GET would have
   (RFC 9110 9.3.2 allows it; Go's, containerd's and Python's clients read no body after a HEAD
   whatever it says). gunicorn drops such bytes itself, but logs a warning for each answer.
 - The admin may not be framed and runs under a Content-Security-Policy (Django 5.2 has no CSP
@@ -26,7 +27,7 @@ def site_rules(
 ) -> Callable[[HttpRequest], HttpResponseBase]:
     def middleware(request: HttpRequest) -> HttpResponseBase:
         response = get_response(request)
-        if response.status_code >= 400 and request.method == "HEAD" and not response.streaming:
+        if request.method == "HEAD" and not response.streaming and response.content:
             response.setdefault("Content-Length", str(len(response.content)))
             response.content = b""
         if request.path_info.startswith("/admin/"):

@@ -119,17 +119,20 @@ def _raw_exchange(server: MirrorServer, requests: bytes) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.parametrize("path", ["/v2/nothing/here/at/all", "/example.com/nomod/@v/list"])
-def test_head_error_has_no_body(server: MirrorServer, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/v2/nothing/here/at/all", 404), ("/example.com/nomod/@v/list", 404), ("/admin/login/", 200)],
+)
+def test_head_has_no_body(server: MirrorServer, path: str, status: int) -> None:
     get = httpx.get(f"{server.url}{path}")
-    assert get.status_code == 404 and get.content
+    assert get.status_code == status and get.content
     raw = _raw_exchange(
         server,
         f"HEAD {path} HTTP/1.1\r\nHost: m\r\n\r\n"
         "GET /healthz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n".encode(),
     )
     head, _, rest = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 404 ")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
     assert rest.startswith(b"HTTP/1.1 200 OK\r\n")  # the next answer follows the head at once
     # The application sent no body for gunicorn to drop (it logs a warning when it has to).
     assert "no-body response" not in server.log.read_text()
