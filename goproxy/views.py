@@ -60,14 +60,14 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def _text(request: HttpRequest, status: int, message: str) -> HttpResponse:
-    body = b"" if request.method == "HEAD" else (message + "\n").encode()
-    return HttpResponse(body, status=status, content_type=TEXT)
+def _text(status: int, message: str) -> HttpResponse:
+    """A plain-text answer (config.middleware strips its body when it answers a HEAD)."""
+    return HttpResponse(message + "\n", status=status, content_type=TEXT)
 
 
-def _error(request: HttpRequest, e: Exception) -> HttpResponse:
+def _error(e: Exception) -> HttpResponse:
     status, what = next((s, w) for kind, s, w in _STATUS if isinstance(e, kind))
-    response = _text(request, status, f"{what}: {e}")
+    response = _text(status, f"{what}: {e}")
     retry_after = getattr(e, "retry_after", None)
     if status == 503 and retry_after:
         response["Retry-After"] = str(max(1, math.ceil(retry_after)))
@@ -80,15 +80,15 @@ def _handled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @csrf_exempt
     def wrapper(request: HttpRequest, *args: str, **kwargs: str) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
-            response = _text(request, 405, "method not allowed")
+            response = _text(405, "method not allowed")
             response["Allow"] = "GET, HEAD"
             return response
         try:
             return view(request, *args, **kwargs)
         except (InvalidPath, MirrorError) as e:
-            return _error(request, e)
+            return _error(e)
         except RangeNotSatisfiable as e:
-            response = _text(request, 416, "range not satisfiable")
+            response = _text(416, "range not satisfiable")
             response["Content-Range"] = f"bytes */{e.size}"
             return response
 
@@ -112,7 +112,7 @@ def goproxy(request: HttpRequest, path: str) -> HttpResponse:
     if match := _LATEST.match(path):
         document = service.latest(_module(match["module"]))
         return _answer(request, document.body, document.cache, JSON, LIST_CACHE_CONTROL)
-    return _text(request, 404, "not found")
+    return _text(404, "not found")
 
 
 def _answer(
@@ -130,15 +130,15 @@ def sumdb_proxy(request: HttpRequest, name: str, path: str) -> HttpResponse:
     """`/sumdb/NAME/supported|latest|lookup/...|tile/...` for configured databases only."""
     db = sumdb.database(name)
     if db is None:
-        return _text(request, 404, f"checksum database {name[:100]!r} is not proxied here")
+        return _text(404, f"checksum database {name[:100]!r} is not proxied here")
     if path == "supported":
-        return _text(request, 200, "")
+        return _text(200, "")
     if match := _LOOKUP.match(path):
         module = _module(match["module"])
         version = check_version(module, unescape(match["version"]))
         route = chain.route(module)
         if route.private and not route.verify_sums:
-            return _text(request, 404, "private module: not sent to the checksum database")
+            return _text(404, "private module: not sent to the checksum database")
         body, cache = sumdb.lookup_answer(db, module, version)
         return _answer(request, body, cache, TEXT, LIST_CACHE_CONTROL)
     if path == "latest":
@@ -148,4 +148,4 @@ def sumdb_proxy(request: HttpRequest, name: str, path: str) -> HttpResponse:
         body, cache = sumdb.tile(db, path)
         immutable = ".p/" not in path and "/data/" not in path
         return _answer(request, body, cache, TEXT, IMMUTABLE if immutable else LIST_CACHE_CONTROL)
-    return _text(request, 404, "not found")
+    return _text(404, "not found")
