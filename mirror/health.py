@@ -31,6 +31,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         get_storage().check_writable(settings.MIRROR_MIN_FREE_BYTES)
     except StorageFull as e:
         return _unavailable(str(e))
+    except OSError as e:  # the local folder cannot even be set up in this process
+        return _unavailable(f"storage not writable: {e}")
     except Exception as e:
         return _unavailable(f"storage: {type(e).__name__}")
     return JsonResponse({"status": "ok"})
