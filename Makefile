@@ -8,7 +8,7 @@ PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
 # Debian packages the tests and the benchmark drive (real upstreams and real clients).
-TEST_DEBS := docker-registry skopeo podman golang-go golang-golang-x-mod-dev nginx-light wrk \
+TEST_DEBS := docker-registry skopeo podman containerd golang-go golang-golang-x-mod-dev nginx-light wrk \
 	apache2-utils
 
 .PHONY: run test test-fast bench lint format test-debs clean
