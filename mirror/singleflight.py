@@ -12,8 +12,8 @@ lookup. The key names the thing asked (upstream, name, kind[, media type]), not 
   example because the leader failed); only then does it fetch itself. A caller that wins the
   lease calls `recheck()` once too: a leader may have finished between its look and its claim.
 
-Every wait is bounded: a leader that outlives MIRROR_FILL_LEASE_SECONDS * 2 stops being
-waited for, and the caller fetches on its own.
+Every wait is bounded: a leader that outlives `content.wait_seconds()` (two lease periods,
+as for fills) stops being waited for, and the caller fetches on its own.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.conf import settings
-
 from . import leases
+from .content import wait_seconds
 from .errors import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,10 +46,6 @@ _flights: dict[str, _Flight] = {}
 _lock = threading.Lock()
 
 
-def _wait_seconds() -> float:
-    return settings.MIRROR_FILL_LEASE_SECONDS * 2
-
-
 def once(key: str, fetch: Callable[[], T], *, recheck: Callable[[], T | None] | None = None) -> T:
     """`fetch()`'s result, with at most one `fetch` of `key` running at a time.
 
@@ -64,7 +59,7 @@ def once(key: str, fetch: Callable[[], T], *, recheck: Callable[[], T | None] | 
             flight = _flights[key] = _Flight()
     assert flight is not None
     if not leader:
-        if not flight.done.wait(_wait_seconds()):
+        if not flight.done.wait(wait_seconds()):
             raise UpstreamUnavailable(f"timed out waiting for a concurrent fetch of {key[:200]}")
         if flight.error is not None:
             raise flight.error
@@ -90,7 +85,7 @@ def _lease_key(key: str) -> str:
 def _lead(key: str, fetch: Callable[[], T], recheck: Callable[[], T | None] | None) -> T:
     """Run `fetch` under the cross-process lease, or take what another process stored."""
     lease_key = _lease_key(key)
-    give_up = time.monotonic() + _wait_seconds()
+    give_up = time.monotonic() + wait_seconds()
     while True:
         try:
             lease = leases.claim(lease_key)

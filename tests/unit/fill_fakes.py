@@ -32,7 +32,8 @@ class Upstream:
     """A fake upstream body, paced by the test.
 
     `flowing` is set by default; clear it and the body stalls before its next chunk (for at
-    most `stall_limit` seconds, so that a broken fill cannot hang the tier); `pause_after`
+    most `stall_limit` seconds, so that a broken fill cannot hang the tier). Likewise
+    `answering`: clear it and `fetch` (which sets `asked`) waits before it answers. `pause_after`
     chunks, the body clears it itself. `announce` overrides the size told to the fill;
     `endless` repeats `data` for ever.
     """
@@ -57,9 +58,15 @@ class Upstream:
         self.fetches = 0
         self.sent = 0
         self.closed = threading.Event()
+        self.asked = threading.Event()
+        self.answering = threading.Event()
+        self.answering.set()
 
     def fetch(self) -> Source:
         self.fetches += 1
+        self.asked.set()
+        if not self.answering.wait(self.stall_limit):
+            raise TimeoutError("the test never let the fake upstream answer")
         return Source(size=self.size, chunks=self._chunks(), close=self.closed.set)
 
     def _chunks(self) -> Iterator[bytes]:

@@ -186,16 +186,7 @@ def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
     is free at once."""
     _raise_once(monkeypatch, leases, "publish")
     up = Upstream(DATA)
-    opened = threading.Event()
-    release = threading.Event()
-    real_fetch = up.fetch
-
-    def slow_fetch():
-        opened.set()
-        release.wait(5)
-        return real_fetch()
-
-    up.fetch = slow_fetch  # type: ignore[method-assign]
+    up.answering.clear()
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -206,11 +197,11 @@ def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
 
     first = threading.Thread(target=lambda: _bounded(call))
     first.start()
-    assert opened.wait(5)
+    assert up.asked.wait(5)
     follower = threading.Thread(target=lambda: _bounded(call))
     follower.start()
     time.sleep(0.1)  # the follower waits on the fill being opened
-    release.set()
+    up.answering.set()
     first.join(5)
     follower.join(5)
     assert len(errors) == 2 and all(isinstance(e, UpstreamUnavailable) for e in errors)
@@ -241,22 +232,13 @@ def test_follower_of_a_stalled_fill_gives_up(store: FaultyStorage) -> None:
 
 def test_waiting_for_the_upstreams_answer_has_a_deadline(store: FaultyStorage) -> None:
     up = Upstream(DATA)
-    opened = threading.Event()
-    release = threading.Event()
-    real_fetch = up.fetch
-
-    def hung_fetch():
-        opened.set()
-        release.wait(5)
-        return real_fetch()
-
-    up.fetch = hung_fetch  # type: ignore[method-assign]
+    up.answering.clear()
     leader = threading.Thread(target=lambda: _bounded(lambda: _fetch_and_read(up), 10))
     leader.start()
-    assert opened.wait(5)
+    assert up.asked.wait(5)
     with pytest.raises(UpstreamUnavailable, match="timed out"):
         _bounded(lambda: _get(up))
-    release.set()
+    up.answering.set()
     leader.join(5)
 
 
