@@ -9,7 +9,7 @@ export DJANGO_SETTINGS_MODULE := config.settings
 
 # Debian packages the tests and the benchmark drive (real upstreams and real clients).
 TEST_DEBS := docker-registry skopeo podman containerd golang-go golang-golang-x-mod-dev nginx-light wrk \
-	apache2-utils
+	apache2-utils chromium chromium-driver
 
 .PHONY: run test test-fast bench lint format test-debs clean
 
@@ -28,7 +28,10 @@ run: $(BIN)/.runtime
 	$(BIN)/python manage.py load_mirror_config
 	$(BIN)/python manage.py sweep_fills
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	exec $(BIN)/gunicorn --config config/gunicorn.py config.wsgi
+	@# The Celery worker (with beat) runs prewarm jobs beside the web server and stops with it.
+	$(BIN)/celery -A config worker --beat --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2} & \
+	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	$(BIN)/gunicorn --config config/gunicorn.py config.wsgi
 
 # Installs missing Debian packages when running as root on Debian (CI, fresh machines).
 test-debs:

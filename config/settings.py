@@ -45,6 +45,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
     "mirror",
     "registries",
     "goproxy",
@@ -136,8 +139,32 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 
+# The REST API (mirror/api/): Bearer API tokens first (so that a request without one gets
+# 401 with a challenge), the admin's session for a logged-in operator browsing it.
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "mirror.api.auth.TokenAuthentication",
+        "mirror.api.auth.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["mirror.api.auth.HasScope"],
+    "DEFAULT_SCHEMA_CLASS": "mirror.api.schema.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_FILTER_BACKENDS": [],
+    "EXCEPTION_HANDLER": "mirror.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Entrepot API",
+    "DESCRIPTION": "Prewarm jobs, cache contents and freshness control of the Entrepot mirror.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SECURITY": [{"bearerAuth": []}],
+    "APPEND_COMPONENTS": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
 }
 
 LOGGING = {
@@ -176,3 +203,52 @@ MIRROR_GO_VERIFY = os.environ.get("MIRROR_GO_VERIFY", "on").strip().lower()
 # --- Server (config/gunicorn.py, README "Running it").
 # A client must send its whole request head within this many seconds.
 MIRROR_REQUEST_HEAD_TIMEOUT = _env_float("MIRROR_REQUEST_HEAD_TIMEOUT", 10)
+
+# --- Celery (config/celery.py): prewarm jobs, scheduled refresh, re-verification.
+# Redis when REDIS_URL is set; otherwise kombu's filesystem transport under MIRROR_DATA_DIR, so
+# that `make run` runs jobs in a real worker process with no external service.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    # Late acks: a task whose worker dies is delivered again; the visibility timeout must be
+    # longer than the longest task (a prewarm item is bounded by the fill's own limits).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 12 * 3600))
+    }
+else:
+    _broker_dir = DATA_DIR / "broker"
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True  # job state lives in the database (mirror.PrewarmJob)
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Prewarm (mirror/prewarm.py).
+# At most this many prewarm items fetch from one upstream at once, across all workers.
+MIRROR_PREWARM_PER_UPSTREAM = int(os.environ.get("MIRROR_PREWARM_PER_UPSTREAM", 4))
+# An item that fails with 5xx/429/timeouts is retried this many times, with exponential
+# backoff from MIRROR_PREWARM_BACKOFF seconds (or the upstream's Retry-After), capped.
+MIRROR_PREWARM_RETRIES = int(os.environ.get("MIRROR_PREWARM_RETRIES", 5))
+MIRROR_PREWARM_BACKOFF = _env_float("MIRROR_PREWARM_BACKOFF", 5)
+MIRROR_PREWARM_MAX_BACKOFF = _env_float("MIRROR_PREWARM_MAX_BACKOFF", 600)
+# The popular refresh: the top MIRROR_POPULAR_TOP tags and modules pulled in the last
+# MIRROR_POPULAR_DAYS days, plus the always-warm list (admin, or `always_warm:` in
+# MIRROR_CONFIG).
+MIRROR_POPULAR_DAYS = int(os.environ.get("MIRROR_POPULAR_DAYS", 7))
+MIRROR_POPULAR_TOP = int(os.environ.get("MIRROR_POPULAR_TOP", 50))
+# Upstream budgets (mirror/budgets.py): under this many requests left in the upstream's
+# rate-limit window, cached tags are served without revalidation and prewarm items wait.
+MIRROR_BUDGET_RESERVE = int(os.environ.get("MIRROR_BUDGET_RESERVE", 10))
+# Re-verification (mirror/reverify.py): bytes re-hashed per run, per ecosystem.
+MIRROR_REVERIFY_BYTES = int(os.environ.get("MIRROR_REVERIFY_BYTES", 1 << 30))

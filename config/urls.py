@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
+from config import api
 from config.errors import bad_request, server_error
 from goproxy.views import goproxy, sumdb_proxy
 from mirror import health
@@ -10,6 +11,7 @@ urlpatterns = [
     re_path(r"^v2/(?P<path>.*)$", v2),
     re_path(r"^v2$", v2),
     path("admin/", admin.site.urls),
+    *api.urlpatterns,
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     re_path(r"^sumdb/(?P<name>[^/]+)/(?P<path>.+)$", sumdb_proxy),

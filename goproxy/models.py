@@ -10,6 +10,9 @@ class ModuleVersion(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     download_count = models.BigIntegerField(default=0)
     last_download = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When re-verification last checked it."
+    )
 
     class Meta:
         constraints = [

@@ -21,6 +21,7 @@ import httpcore
 import httpx
 from django.conf import settings
 
+from . import budgets
 from .deadlines import DeadlineBackend, deadline
 from .errors import (
     UpstreamDenied,
@@ -256,6 +257,10 @@ class UpstreamClient:
         """Pass 2xx/3xx on; close anything else unread (an error body is never read) and
         raise the error it means."""
         status = response.status_code
+        retry = (
+            parse_retry_after(response.headers.get("Retry-After", "")) if status == 429 else None
+        )
+        budgets.observe(self.info.id, status, response.headers, retry)
         if status < 400:
             return response
         response.close()
@@ -265,7 +270,6 @@ class UpstreamClient:
         if status in (401, 403):
             raise UpstreamDenied(f"{name}: {status}")
         if status == 429:
-            retry = parse_retry_after(response.headers.get("Retry-After", ""))
             if retry:
                 self._blocked_until = time.monotonic() + retry
             raise UpstreamUnavailable(f"{name}: rate-limited (429)", retry_after=retry)

@@ -87,6 +87,9 @@ class StoredObject(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     last_access = models.DateTimeField(null=True, blank=True, db_index=True)
     access_count = models.BigIntegerField(default=0)
+    verified_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When re-verification last hashed it."
+    )
 
     class Meta:
         verbose_name = "stored object"
@@ -128,3 +131,163 @@ class CachedDocument(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}:{self.key}"
+
+
+class PrewarmJob(models.Model):
+    """A request to warm images and modules: one item per reference, each run as a task."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        PARTIAL = "partial"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Source(models.TextChoices):
+        API = "api"
+        ADMIN = "admin"
+        CLI = "cli"
+        SCHEDULE = "schedule"
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    requested_by = models.CharField(
+        max_length=150, blank=True, help_text="API token name or admin user (never a secret)."
+    )
+    platforms = models.JSONField(
+        default=list, blank=True, help_text='Image platforms: [] for all, or ["linux/amd64"].'
+    )
+    refresh = models.BooleanField(
+        default=False, help_text="Revalidate tags, lists and @latest even within their TTL."
+    )
+    cancel_requested = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "prewarm job"
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"prewarm #{self.pk} ({self.status})"
+
+
+class PrewarmItem(models.Model):
+    """One reference of a job (`kind` names the ecosystem that warms it, mirror/ecosystems.py)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    job = models.ForeignKey(PrewarmJob, on_delete=models.CASCADE, related_name="items")
+    kind = models.CharField(max_length=16)
+    reference = models.CharField(max_length=1024)
+    upstream = models.ForeignKey(Upstream, null=True, blank=True, on_delete=models.SET_NULL)
+    platforms = models.JSONField(default=list, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="Deferred (backoff or upstream budget) until then."
+    )
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "prewarm item"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference} ({self.status})"
+
+
+class AlwaysWarm(models.Model):
+    """A reference the scheduled refresh keeps warm whatever its popularity; eviction never
+    removes it. Seeded from `always_warm:` in MIRROR_CONFIG, editable in the admin."""
+
+    kind = models.CharField(max_length=16, help_text="image or module")
+    reference = models.CharField(max_length=1024)
+    platforms = models.JSONField(default=list, blank=True, help_text="[] for all platforms")
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "always-warm reference"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "reference"], name="unique_always_warm")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference}"
+
+
+class ApiToken(models.Model):
+    """A REST API token: only its SHA-256 is stored; the token is shown once, at creation."""
+
+    class Scope(models.TextChoices):
+        READ = "read"
+        PREWARM = "prewarm"
+        ADMIN = "admin"
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=16, help_text="The token's first characters.")
+    digest = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class UpstreamBudget(models.Model):
+    """What an upstream said of its rate limit (Docker Hub's `ratelimit-*` headers, or a 429
+    with Retry-After), shared by every process (mirror/budgets.py)."""
+
+    upstream = models.OneToOneField(Upstream, on_delete=models.CASCADE, related_name="budget")
+    limit = models.PositiveIntegerField(null=True, blank=True)
+    remaining = models.PositiveIntegerField(null=True, blank=True)
+    window_seconds = models.PositiveIntegerField(null=True, blank=True)
+    blocked_until = models.DateTimeField(
+        null=True, blank=True, help_text="A 429's Retry-After: no request before then."
+    )
+    updated = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.upstream_id}: {self.remaining}/{self.limit}"
+
+
+class QuarantinedObject(models.Model):
+    """Cached content that failed re-verification: taken out of the cache (never served
+    again) and kept here for the operator (mirror/reverify.py)."""
+
+    key = models.CharField(max_length=512)
+    upstream = models.ForeignKey(Upstream, null=True, blank=True, on_delete=models.SET_NULL)
+    size = models.BigIntegerField(null=True, blank=True)
+    reason = models.TextField()
+    quarantine_key = models.CharField(
+        max_length=600, blank=True, help_text="Where the bad bytes were moved in storage."
+    )
+    detected = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "quarantined object"
+        ordering = ["-detected"]
+
+    def __str__(self) -> str:
+        return self.key

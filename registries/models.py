@@ -95,3 +95,43 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.repository.name}:{self.name}"
+
+
+class TagHistory(models.Model):
+    """Each digest a tag has pointed to upstream, with when it was first and last seen."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="history")
+    name = models.CharField(max_length=128)
+    digest = models.CharField(max_length=200)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "tag history"
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository", "name", "digest"], name="unique_tag_history"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.name}:{self.name} -> {self.digest}"
+
+
+class TagPin(models.Model):
+    """An operator's pin: clients get `digest` for this tag until it is unpinned."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="pins")
+    name = models.CharField(max_length=128)
+    digest = models.CharField(max_length=200)
+    pinned_by = models.CharField(max_length=150, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["repository", "name"], name="unique_tag_pin")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.name}:{self.name} pinned to {self.digest}"

@@ -15,6 +15,7 @@ import pytest
 
 from mirror.errors import UpstreamDenied, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
 from mirror.http import UpstreamClient, parse_retry_after
+from mirror.models import Upstream
 from mirror.upstreams import UpstreamInfo
 
 Route = Callable[[BaseHTTPRequestHandler], None]
@@ -180,7 +181,9 @@ def test_error_bodies_are_not_read(client: UpstreamClient) -> None:
         client.fetch("GET", "/huge-error")
 
 
+@pytest.mark.django_db  # a 429 is recorded in the upstream budget table (mirror/budgets.py)
 def test_retry_after_dates_and_garbage(client: UpstreamClient) -> None:
+    Upstream.objects.create(id=client.info.id, name="limited", kind="oci", url=client.info.url)
     with pytest.raises(UpstreamUnavailable) as past:
         client.fetch("GET", "/limited")
     assert not past.value.retry_after  # a date in the past: no wait

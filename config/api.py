@@ -1,0 +1,20 @@
+"""The REST API's URLs: /api/v1/ (each app registers its endpoints on one router),
+/api/schema/ (OpenAPI 3), /api/docs/ (Swagger UI, served from this host)."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from goproxy import api as goproxy_api
+from mirror.api import views as mirror_api
+from registries import api as registries_api
+
+router = DefaultRouter()
+for app in (mirror_api, registries_api, goproxy_api):
+    app.register(router)
+
+urlpatterns = [
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]
