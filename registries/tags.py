@@ -22,8 +22,11 @@ from .models import Manifest, Tag
 from .routing import Route
 
 
-def by_tag(route: Route, name: str, accept: list[str], head: bool) -> ManifestAnswer:
-    """Answer a manifest request (GET or HEAD) by tag.
+def by_tag(
+    route: Route, name: str, accept: list[str], head: bool, *, revalidate: bool = False
+) -> ManifestAnswer:
+    """Answer a manifest request (GET or HEAD) by tag; `revalidate` asks the upstream now
+    even within the tag's TTL (a refresh).
 
     Raises:
         UpstreamNotFound: the upstream does not have the tag (its cached answer is dropped).
@@ -32,7 +35,7 @@ def by_tag(route: Route, name: str, accept: list[str], head: bool) -> ManifestAn
     key = accept_key(accept)
     tag = _cached(route, name, key)
     cache = "HIT"
-    if tag is None or not _fresh(route, tag):
+    if tag is None or revalidate or not _fresh(route, tag):
         try:
             tag, cache = singleflight.once(
                 f"oci-tag:{route.upstream.id}:{route.repository}:{name}:{key}",

@@ -3,6 +3,7 @@ environment: the same data folder, database and broker (REDIS_URL)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -11,6 +12,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+REDIS = ("127.0.0.1", 6379)
+
+
+def redis_url() -> str:
+    """A Redis database of its own for this test process (emptied; given back at exit), so
+    that test runs side by side never take each other's tasks."""
+    import redis
+
+    host, port = REDIS
+    registry = redis.Redis(host=host, port=port, db=0)
+    for n in range(1, 16):
+        claim = f"entrepot-tests:db:{n}"
+        if registry.set(claim, os.getpid(), nx=True, ex=4 * 3600):
+            redis.Redis(host=host, port=port, db=n).flushdb()
+            atexit.register(registry.delete, claim)
+            return f"redis://{host}:{port}/{n}"
+    raise RuntimeError("no free Redis database (1-15) for the tests")
 
 
 class CeleryWorker:
