@@ -140,24 +140,36 @@ def update_job(job_id: int) -> None:
 
 
 def run_item(item_id: int) -> float | None:
-    """Run one item now if it can; None when it has ended, else seconds until it should run
-    again (waiting for a slot, the upstream's budget, or a retry)."""
+    """Run one item now if it can; None when it has ended (or another runner has it), else
+    seconds until it should run again (waiting for a slot, the upstream's budget, or a
+    retry)."""
     item = PrewarmItem.objects.select_related("job").filter(pk=item_id).first()
     if item is None or item.status in ENDED:
         return None
     if item.job.cancel_requested:
         _end(item, Status.CANCELLED)
+        update_job(item.job_id)
         return None
     if item.upstream_id is not None and (wait := budgets.defer_seconds(item.upstream_id)):
         _defer(item, wait, "waiting for the upstream's rate-limit budget")
         return wait
-    slot = _Slot.acquire(item.upstream_id)
-    if slot is None:
-        return SLOT_POLL
+    # The item's own lease: a task delivered twice runs it once; a dead runner's lease
+    # expires, and the redelivered task takes the item over.
+    held = _Leases.claim(f"prewarm-item:{item_id}")
+    if held is None:
+        return None
     try:
+        if not held.add_one_of(
+            f"prewarm-slot:{item.upstream_id}:{n}"
+            for n in range(max(1, settings.MIRROR_PREWARM_PER_UPSTREAM))
+        ):
+            return SLOT_POLL
+        item.refresh_from_db()
+        if item.status in ENDED:
+            return None
         return _run(item)
     finally:
-        slot.release()
+        held.release()
         update_job(item.job_id)
 
 
@@ -251,39 +263,46 @@ class ItemProgress:
         self._cancelled = PrewarmJob.objects.filter(pk=self.job_id, cancel_requested=True).exists()
 
 
-class _Slot:
-    """One of MIRROR_PREWARM_PER_UPSTREAM slots of an upstream: a lease (mirror/leases.py)
-    renewed by a thread while held, so that a dead worker's slot frees itself."""
+class _Leases:
+    """Leases (mirror/leases.py) held while an item runs, renewed by one thread, so that a
+    dead worker's item and upstream slot free themselves within a lease period."""
 
     def __init__(self, lease: FillLease) -> None:
-        self._lease = lease
+        self._leases = [lease]
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="prewarm-slot", daemon=True)
+        self._thread = threading.Thread(target=self._renew, name="prewarm-leases", daemon=True)
         self._thread.start()
 
     @classmethod
-    def acquire(cls, upstream_id: int | None) -> _Slot | None:
-        for n in range(max(1, settings.MIRROR_PREWARM_PER_UPSTREAM)):
-            lease = leases.claim(f"prewarm-slot:{upstream_id}:{n}")
-            if lease is not None:
-                return cls(lease)
-        return None
+    def claim(cls, key: str) -> _Leases | None:
+        lease = leases.claim(key)
+        return None if lease is None else cls(lease)
+
+    def add_one_of(self, keys: Iterable[str]) -> bool:
+        """Hold the first of `keys` that is free; False if none is."""
+        for key in keys:
+            if (lease := leases.claim(key)) is not None:
+                self._leases.append(lease)
+                return True
+        return False
 
     def _renew(self) -> None:
         period = settings.MIRROR_FILL_LEASE_SECONDS / 3
         try:
             while not self._stop.wait(period):
-                try:
-                    leases.renew(self._lease)
-                except DatabaseError:
-                    log.warning("could not renew a prewarm slot", exc_info=True)
+                for lease in list(self._leases):
+                    try:
+                        leases.renew(lease)
+                    except DatabaseError:
+                        log.warning("could not renew %s", lease.key, exc_info=True)
         finally:
             connection.close()  # this thread's own connection
 
     def release(self) -> None:
         self._stop.set()
         self._thread.join()
-        try:
-            leases.release(self._lease)
-        except DatabaseError:  # it expires by itself
-            log.warning("could not release a prewarm slot", exc_info=True)
+        for lease in self._leases:
+            try:
+                leases.release(lease)
+            except DatabaseError:  # it expires by itself
+                log.warning("could not release %s", lease.key, exc_info=True)
