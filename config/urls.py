@@ -3,11 +3,13 @@ from django.urls import path, re_path
 
 from config import api
 from config.errors import bad_request, server_error
+from config.frontpage import frontpage
 from goproxy.views import goproxy, sumdb_proxy
 from mirror import health
 from registries.views import not_found, v2
 
 urlpatterns = [
+    path("", frontpage),
     re_path(r"^v2/(?P<path>.*)$", v2),
     re_path(r"^v2$", v2),
     path("admin/", admin.site.urls),
