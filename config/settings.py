@@ -252,3 +252,7 @@ MIRROR_POPULAR_TOP = int(os.environ.get("MIRROR_POPULAR_TOP", 50))
 MIRROR_BUDGET_RESERVE = int(os.environ.get("MIRROR_BUDGET_RESERVE", 10))
 # Re-verification (mirror/reverify.py): bytes re-hashed per run, per ecosystem.
 MIRROR_REVERIFY_BYTES = int(os.environ.get("MIRROR_REVERIFY_BYTES", 1 << 30))
+# Seconds between popular refreshes: the default beat schedule (mirror/schedules.py; then admin).
+MIRROR_REFRESH_EVERY = int(os.environ.get("MIRROR_REFRESH_EVERY", 3600))
+# Seconds between re-verification runs: the default beat schedule (mirror/schedules.py; admin).
+MIRROR_REVERIFY_EVERY = int(os.environ.get("MIRROR_REVERIFY_EVERY", 6 * 3600))

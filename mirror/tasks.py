@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import ecosystems, prewarm
+from . import ecosystems, prewarm, reverify
 from .models import AlwaysWarm
 
 log = logging.getLogger(__name__)
@@ -30,23 +30,42 @@ def refresh_popular() -> int | None:
     the always-warm list: moved tags are fetched anew, lists and @latest revalidated.
     Returns the job's id (None when there is nothing to refresh)."""
     since = timezone.now() - dt.timedelta(days=settings.MIRROR_POPULAR_DAYS)
-    specs: dict[tuple[str, str], prewarm.ItemSpec] = {}
-    for row in AlwaysWarm.objects.filter(enabled=True):
-        spec = prewarm.ItemSpec(row.kind, row.reference, tuple(row.platforms or ()))
-        specs.setdefault((spec.kind, spec.reference), spec)
+    wanted = [
+        prewarm.ItemSpec(row.kind, row.reference, tuple(row.platforms or ()))
+        for row in AlwaysWarm.objects.filter(enabled=True).order_by("pk")
+    ]
     for ecosystem in ecosystems.all_ecosystems():
         for popular in ecosystem.popular(since, settings.MIRROR_POPULAR_TOP):
-            spec = prewarm.ItemSpec(ecosystem.kind, popular.reference, popular.platforms)
-            specs.setdefault((spec.kind, spec.reference), spec)
-    valid = []
-    for spec in specs.values():  # a reference whose upstream went away is skipped, not fatal
-        try:
-            ecosystems.get(spec.kind).resolve(spec.reference)
-        except ecosystems.InvalidReference as e:
-            log.warning("refresh skips %s %s: %s", spec.kind, spec.reference, e)
-            continue
-        valid.append(spec)
+            wanted.append(prewarm.ItemSpec(ecosystem.kind, popular.reference, popular.platforms))
+    valid = _unique(wanted)
     if not valid:
         return None
     job = prewarm.create_job(valid, source="schedule", requested_by="schedule", refresh=True)
     return job.pk
+
+
+def _unique(specs: list[prewarm.ItemSpec]) -> list[prewarm.ItemSpec]:
+    """One spec per reference as its ecosystem normalizes it ("alpine:3.19" in the always-warm
+    list and a popular "docker.io/library/alpine:3.19" are one item), with the union of their
+    platforms (none: all). A reference whose upstream went away is skipped, not fatal."""
+    unique: dict[tuple[str, str], prewarm.ItemSpec] = {}
+    for spec in specs:
+        try:
+            reference = ecosystems.get(spec.kind).resolve(spec.reference).reference
+        except ecosystems.InvalidReference as e:
+            log.warning("refresh skips %s %s: %s", spec.kind, spec.reference, e)
+            continue
+        seen = unique.get((spec.kind, reference))
+        platforms = spec.platforms
+        if seen is not None:
+            both = set(seen.platforms) | set(platforms)
+            platforms = () if not seen.platforms or not platforms else tuple(sorted(both))
+        unique[(spec.kind, reference)] = prewarm.ItemSpec(spec.kind, reference, platforms)
+    return list(unique.values())
+
+
+@shared_task(name="mirror.reverify")
+def reverify_cache() -> int:
+    """Re-verify a sample of the cache (mirror/reverify.py); returns how many objects were
+    quarantined."""
+    return len(reverify.run())
