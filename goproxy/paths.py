@@ -124,3 +124,30 @@ def unescape(value: str) -> str:
     if re.search(r"!(?![a-z])", value):
         raise InvalidPath("'!' must be followed by a lower-case letter")
     return re.sub(r"!([a-z])", lambda m: m.group(1).upper(), value)
+
+
+def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
+    """Order canonical versions as semver.Compare does: a pre-release sorts before its
+    release; numeric identifiers before alphanumeric ones, numerically."""
+    match = SEMVER.match(version)
+    if match is None:
+        raise InvalidPath(f"{version!r} is not a canonical semantic version")
+    pre = match.group("pre")
+    idents = tuple(
+        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in (pre.split(".") if pre else ())
+    )
+    numbers = (int(match.group("major")), int(match.group("minor")), int(match.group("patch")))
+    return (*numbers, 0 if pre else 1, idents)
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """`module@version`, `module@latest` or `module` (= `@latest`): the valid module path
+    and the canonical version (or "latest"). Raises InvalidPath (UnknownVersion for a query
+    such as a branch name, which this mirror does not resolve)."""
+    module, at, version = reference.strip().rpartition("@")
+    if not at:
+        module, version = version, "latest"
+    check_module_path(module)
+    if version != "latest":
+        check_version(module, version)
+    return module, version

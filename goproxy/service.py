@@ -28,6 +28,8 @@ from .verify import (
 
 NOT_FOUND_TTL = 60
 MAX_SIZE = {"info": MAX_INFO, "mod": MAX_GO_MOD, "zip": MAX_ZIP}
+LIST = "go-list"  # document namespaces of `@v/list` and `@latest`
+LATEST = "go-latest"
 
 
 def _route(module: str) -> chain.Route:
@@ -39,22 +41,33 @@ def _route(module: str) -> chain.Route:
     return route
 
 
+def document_key(route: chain.Route) -> str:
+    """The key of the module's `@v/list` and `@latest` documents."""
+    return keys.document_key(route.scope + route.module)
+
+
 def _document(
-    kind: str, suffix: str, route: chain.Route, parse: Callable[[bytes], bytes]
+    kind: str,
+    suffix: str,
+    route: chain.Route,
+    parse: Callable[[bytes], bytes],
+    refresh: bool,
 ) -> Document:
-    """The upstreams' answer at `suffix`, as `parse` accepts it, cached per route."""
+    """The upstreams' answer at `suffix`, as `parse` accepts it, cached per route;
+    `refresh` asks the upstreams now, even within the TTL."""
     ttl, stale = route.ttl()
     return get_document(
         kind,
-        keys.document_key(route.scope + route.module),
+        document_key(route),
         lambda: parse(route.fetch(suffix).content),
         ttl=ttl,
         stale_max_age=stale,
         not_found_ttl=NOT_FOUND_TTL,
+        force=refresh,
     )
 
 
-def version_list(module: str) -> Document:
+def version_list(module: str, *, refresh: bool = False) -> Document:
     """`@v/list`: the valid release versions the upstream lists, one a line. A line's first
     field is the version, as the go command reads it; other lines are left out."""
 
@@ -72,10 +85,10 @@ def version_list(module: str) -> Document:
                 continue
         return "".join(f"{v}\n" for v in valid if v).encode()
 
-    return _document("go-list", "@v/list", _route(module), parse)
+    return _document(LIST, "@v/list", _route(module), parse, refresh)
 
 
-def latest(module: str) -> Document:
+def latest(module: str, *, refresh: bool = False) -> Document:
     """`@latest`: a JSON object naming a valid version of the module."""
 
     def parse(body: bytes) -> bytes:
@@ -85,10 +98,10 @@ def latest(module: str) -> Document:
             raise UpstreamInvalid(f"bad @latest answer for {module}: {e}") from None
         return body
 
-    return _document("go-latest", "@latest", _route(module), parse)
+    return _document(LATEST, "@latest", _route(module), parse, refresh)
 
 
-def _expected(route: chain.Route, version: str) -> sumdb.Sums | None:
+def expected(route: chain.Route, version: str) -> sumdb.Sums | None:
     """The checksum database's hashes, or None for modules that are not checked."""
     if not route.verify_sums or settings.MIRROR_GO_VERIFY == "off":
         return None
@@ -101,8 +114,9 @@ def _expected(route: chain.Route, version: str) -> sumdb.Sums | None:
         raise InvalidContent(f"{route.module}@{version} is not in the checksum database") from None
 
 
-def file(module: str, version: str, ext: str) -> fill.Content:
-    """A module's .info, .mod or .zip, verified before it is cached."""
+def file(module: str, version: str, ext: str, *, count: bool = True) -> fill.Content:
+    """A module's .info, .mod or .zip, verified before it is cached; a zip counts as a
+    download of the version unless `count` is off (a prewarm is not a client's download)."""
     route = _route(module)
     suffix = f"@v/{escape(version)}.{ext}"
 
@@ -118,16 +132,16 @@ def file(module: str, version: str, ext: str) -> fill.Content:
     def verifier() -> fill.Verifier:
         if ext == "info":
             return InfoVerifier(module, version)
-        sums = _expected(route, version)
+        sums = expected(route, version)
         if ext == "mod":
             return ModVerifier(sums.mod if sums else None)
         return ZipVerifier(module, version, sums.zip if sums else None)
 
     key = keys.file_key(route.scope, module, version, ext)
     content = fill.get(key, fetch=fetch, verifier=verifier, max_size=MAX_SIZE[ext])
-    if ext == "zip":
-        if content.cache == "MISS":
-            _index(module, version, content.size)
+    if ext == "zip" and content.cache == "MISS":
+        _index(module, version, content.size)
+    if ext == "zip" and count:
         stats.record(
             "goproxy.ModuleVersion",
             module=module,

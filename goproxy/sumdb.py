@@ -120,8 +120,14 @@ def _key(db: UpstreamInfo) -> VerifierKey:
         raise UpstreamUnavailable(f"{db.name}: {e}") from None
 
 
-def _namespace(db: UpstreamInfo) -> str:
+def namespace(db: UpstreamInfo) -> str:
+    """Where the database's answers are kept (mirror/documents.py)."""
     return f"sumdb:{db.name}"
+
+
+def lookup_prefix(module: str, version: str = "") -> str:
+    """The start of the document keys of the module's lookups (one version's, if given)."""
+    return f"lookup/{escape(module)}@{escape(version)}"
 
 
 def _download(db: UpstreamInfo, path: str, cap: int = MAX_ANSWER) -> bytes:
@@ -160,7 +166,7 @@ def latest(db: UpstreamInfo) -> tuple[bytes, str]:
         return body
 
     document = get_document(
-        _namespace(db), "latest", get, ttl=LATEST_TTL, stale_max_age=STALE_MAX_AGE
+        namespace(db), "latest", get, ttl=LATEST_TTL, stale_max_age=STALE_MAX_AGE
     )
     return document.body, document.cache
 
@@ -191,7 +197,7 @@ class _Tiles:
         if (data := self.downloaded.get((level, index, width))) is not None:
             return data
         path = tlog.tile_path(level, index, width)
-        if (cached := peek(_namespace(self.db), path)) is not None:
+        if (cached := peek(namespace(self.db), path)) is not None:
             return cached
         data = _download(self.db, path, cap=32 * width)
         if len(data) != 32 * width:
@@ -218,7 +224,7 @@ class _Tiles:
             except SumdbError:
                 continue  # used but not trusted: left uncached
             get_document(
-                _namespace(self.db),
+                namespace(self.db),
                 path,
                 lambda data=data: data,
                 ttl=_tile_ttl(width),
@@ -251,7 +257,7 @@ def tile(db: UpstreamInfo, path: str) -> tuple[bytes, str]:
         return data
 
     document = get_document(
-        _namespace(db), path, get, ttl=_tile_ttl(width), stale_max_age=STALE_MAX_AGE
+        namespace(db), path, get, ttl=_tile_ttl(width), stale_max_age=STALE_MAX_AGE
     )
     return document.body, document.cache
 
@@ -291,7 +297,7 @@ def lookup_answer(db: UpstreamInfo, module: str, version: str) -> tuple[bytes, s
         SumdbError: its answer does not verify (and no verified answer is cached).
         UpstreamError: the database could not be reached.
     """
-    path = f"lookup/{escape(module)}@{escape(version)}"
+    path = lookup_prefix(module, version)
 
     def get() -> bytes:
         body = _download(db, path)
@@ -304,7 +310,7 @@ def lookup_answer(db: UpstreamInfo, module: str, version: str) -> tuple[bytes, s
         return body
 
     document = get_document(
-        _namespace(db), keys.document_key(path), get, ttl=LOOKUP_TTL, stale_max_age=STALE_MAX_AGE
+        namespace(db), keys.document_key(path), get, ttl=LOOKUP_TTL, stale_max_age=STALE_MAX_AGE
     )
     return document.body, document.cache
 

@@ -2,7 +2,9 @@
 
 Used for what changes over time but is cheap to keep: a Go module's version list and
 `@latest`, checksum-database lookups and tiles. "Not found" is cached too, briefly. Concurrent
-misses of one document cause one upstream fetch (mirror/singleflight.py).
+misses of one document cause one upstream fetch (mirror/singleflight.py). Operators may
+revalidate a document now (`force`, a "refresh now") or forget documents (`purge`), such as
+cached "not found" answers.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ def get_document(
     ttl: float,
     stale_max_age: float,
     not_found_ttl: float = 60,
+    force: bool = False,
 ) -> Document:
     """The document under (namespace, key): cached within `ttl`, else fetched once for all
-    concurrent callers.
+    concurrent callers; `force` fetches it now whatever its age (a cached copy is still
+    served STALE when the upstream fails).
 
     `fetch` must bound what it reads (`UpstreamClient.fetch` caps and times the answer) and
     raise an UpstreamError for anything it does not accept: only its return value is stored.
@@ -43,7 +47,7 @@ def get_document(
         UpstreamError: the upstream failed and no copy younger than `stale_max_age` exists.
     """
     row = _row(namespace, key)
-    if row is not None and (cached := _fresh(row, ttl, not_found_ttl)) is not None:
+    if not force and row is not None and (cached := _fresh(row, ttl, not_found_ttl)) is not None:
         return cached
 
     def miss() -> Document:
@@ -101,3 +105,27 @@ def peek(namespace: str, key: str) -> bytes | None:
     """The stored body of a document, whatever its age, without fetching; None if absent."""
     row = CachedDocument.objects.filter(namespace=namespace, key=key, status=200).first()
     return None if row is None else bytes(row.body)
+
+
+def purge(
+    namespace: str,
+    key: str | None = None,
+    *,
+    key_prefix: str | None = None,
+    not_found_only: bool = False,
+) -> int:
+    """Forget documents, so that the next request fetches them anew: the one under `key`,
+    those whose key starts with `key_prefix`, or (neither) the whole namespace;
+    `not_found_only` forgets cached "not found" answers only. Returns how many."""
+    rows = CachedDocument.objects.filter(namespace=namespace)
+    if key is not None:
+        rows = rows.filter(key=key)
+    if not_found_only:
+        rows = rows.filter(status=404)
+    if key_prefix is not None:
+        # LIKE ignores case on SQLite: keep only the keys that start with the prefix exactly.
+        found = rows.filter(key__startswith=key_prefix).values_list("pk", "key")
+        rows = CachedDocument.objects.filter(
+            pk__in=[pk for pk, name in found if name.startswith(key_prefix)]
+        )
+    return rows.delete()[0]
