@@ -1,0 +1,142 @@
+"""A mirror that runs prewarm jobs, for end-to-end tests of any ecosystem: the real service
+(gunicorn, tests/mirror_server.py) and a real Celery worker (tests/support/worker.py) sharing
+a Redis database of their own (`redis_url()`), with an admin API token, and helpers that drive
+jobs through the REST API (`/api/v1/prewarm/`) as a CI system would.
+
+Give it the upstream configuration file and any extra environment (e.g. credentials).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.mirror_server import MirrorServer
+from tests.support.worker import CeleryWorker, redis_url
+
+ENDED = ("succeeded", "partial", "failed", "cancelled")
+
+
+class PrewarmEnv:
+    def __init__(self, data_dir: Path, config: Path, **env: str) -> None:
+        self.server = MirrorServer(data_dir, config, REDIS_URL=redis_url(), **env)
+        self.worker = CeleryWorker(self.server.env, data_dir / "worker.log")
+        self.token = ""
+
+    def start(self) -> PrewarmEnv:
+        self.server.setup()
+        out = self.server.manage("mirror_token", "create", "prewarm-tests", "--scope", "admin")
+        self.token = out.strip().splitlines()[-1]
+        self.server.start()
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.server.stop()
+
+    def __enter__(self) -> PrewarmEnv:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @contextmanager
+    def beat_worker(self) -> Iterator[CeleryWorker]:
+        """A second worker, running Celery beat (django-celery-beat's schedules), for as
+        long as the block lasts; both workers take tasks."""
+        worker = CeleryWorker(self.server.env, self.server.data_dir / "beat.log", beat=True)
+        with worker:
+            yield worker
+
+    # -- Django, for what the API does not show ------------------------------------------
+    def shell(self, code: str) -> str:
+        """Run Python in `manage.py shell` against the server's database; its last line."""
+        lines = self.server.manage("shell", "-c", code).strip().splitlines()
+        return lines[-1] if lines else ""
+
+    # -- the REST API ----------------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return httpx.request(
+            method, f"{self.server.url}{path}", headers=headers, timeout=30, **kwargs
+        )
+
+    def prewarm(
+        self,
+        images: list[str] | None = None,
+        modules: list[str] | None = None,
+        platforms: str | list[str] = "all",
+    ) -> dict[str, Any]:
+        """Start a job (POST /api/v1/prewarm/); the job as answered (201)."""
+        body: dict[str, Any] = {"platforms": platforms}
+        if images:
+            body["images"] = images
+        if modules:
+            body["modules"] = modules
+        response = self.api("POST", "/api/v1/prewarm/", json=body)
+        if response.status_code in (404, 405):  # TEMPORARY until the API lands
+            return self._shell_create(images or [], modules or [], platforms)
+        assert response.status_code == 201, response.text[:2000]
+        return response.json()
+
+    def _shell_create(self, images, modules, platforms):  # TEMPORARY
+        plats = [] if platforms == "all" else platforms
+        code = (
+            "from mirror import prewarm;"
+            f"specs=[prewarm.ItemSpec('image', r, tuple({plats!r})) for r in {images!r}]"
+            f"+[prewarm.ItemSpec('module', r) for r in {modules!r}];"
+            "print(prewarm.create_job(specs, source='api', requested_by='tests').pk)"
+        )
+        return self.job(int(self.shell(code)))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        response = self.api("GET", f"/api/v1/prewarm/{job_id}/")
+        if response.status_code == 404:  # TEMPORARY until the API lands
+            import json
+
+            code = (
+                "import json;from mirror.models import PrewarmJob as J;"
+                f"j=J.objects.get(pk={job_id});"
+                "f=lambda d: d.isoformat() if d else None;"
+                "print(json.dumps({'id': j.pk, 'status': j.status, 'items': [{'id': i.pk,"
+                "'reference': i.reference, 'status': i.status, 'bytes_done': i.bytes_done,"
+                "'bytes_total': i.bytes_total, 'error': i.error, 'started': f(i.started),"
+                "'finished': f(i.finished)} for i in j.items.all()]}))"
+            )
+            return json.loads(self.shell(code))
+        assert response.status_code == 200, response.text[:2000]
+        return response.json()
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        response = self.api("POST", f"/api/v1/prewarm/{job_id}/cancel/")
+        if response.status_code == 404:  # TEMPORARY until the API lands
+            code = (
+                "from mirror import prewarm;from mirror.models import PrewarmJob as J;"
+                f"prewarm.cancel(J.objects.get(pk={job_id}))"
+            )
+            self.shell(code)
+            return self.job(job_id)
+        assert response.status_code in (200, 202), response.text[:2000]
+        return response.json()
+
+    def wait_job(
+        self,
+        job_id: int,
+        until: Callable[[dict[str, Any]], bool] = lambda job: job["status"] in ENDED,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        """Poll the job until `until(job)` holds (by default: it ended); the job then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} not there within {timeout} s: {job}")
+            time.sleep(0.1)

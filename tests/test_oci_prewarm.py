@@ -1,0 +1,277 @@
+"""Prewarm of container images (issue 8), end to end: jobs through the REST API, run by a real
+Celery worker on Redis, fetching from the real upstream registry behind fault proxies; then
+real clients (podman, skopeo, containerd) pull what was warmed with every upstream stopped.
+
+The mirror here has a long tag TTL, so that counted upstream requests stay countable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from registries import warm
+from tests.conftest import Upstreams
+from tests.mirror_server import MirrorServer
+from tests.support.images import Layout
+from tests.support.prewarm_env import PrewarmEnv
+from tests.test_clients import run, skopeo_copy
+from tests.test_containerd import containerd  # noqa: F401 - a fixture
+
+BIG = 2_000_000  # bytes of a layer served slowly: 31 chunks of 64 KiB
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams) -> Iterator[PrewarmEnv]:
+    data = tmp_path_factory.mktemp("prewarm")
+    config = data / "mirror.yml"
+    config.write_text(
+        f"""
+upstreams:
+  - {{name: hub, kind: oci, url: "{upstreams.hub.url}", prefix: docker.io, default: true,
+      tag_ttl: 300}}
+  - {{name: ghcr, kind: oci, url: "{upstreams.ghcr.url}", prefix: ghcr.io, tag_ttl: 300}}
+"""
+    )
+    with PrewarmEnv(data / "var", config) as started:
+        yield started
+
+
+def blobs_of(layout: Layout, platform: str = "linux/amd64") -> list[str]:
+    return [layout.config_digests[platform], *layout.layer_digests[platform]]
+
+
+def stop_upstreams(upstreams: Upstreams) -> None:
+    """Every upstream gone (the autouse fixture of conftest starts them again)."""
+    for proxy in (upstreams.hub, upstreams.ghcr, upstreams.corp):
+        proxy.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def seconds(item: dict[str, Any]) -> float:
+    started, finished = (dt.datetime.fromisoformat(item[k]) for k in ("started", "finished"))
+    return (finished - started).total_seconds()
+
+
+def podman_pull(server: MirrorServer, tmp_path: Path, ref: str, arch: str) -> dict[str, Any]:
+    """`podman pull` with the mirror as the registries.conf mirror of docker.io (as a Docker
+    Hub user sets it up, see tests/test_clients.py); the pulled image's inspect."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is missing: run the tests with `make test`", pytrace=False)
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        f"""
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+
+[[registry.mirror]]
+location = "{server.host}"
+insecure = true
+"""
+    )
+    runroot = tempfile.mkdtemp(prefix="pr-")  # podman wants a runroot under 50 characters
+    base = ["podman", "--storage-driver", "vfs", "--root", str(tmp_path / "root")]
+    base += ["--runroot", runroot, "--events-backend", "none", "--cgroup-manager", "cgroupfs"]
+    env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf)}
+    try:
+        run(*base, "pull", "-q", "--arch", arch, ref, env=env)
+        return json.loads(run(*base, "image", "inspect", ref, env=env))[0]
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+def ctr_pull(socket: str, server: MirrorServer, tmp_path: Path, ref: str) -> None:
+    """containerd's `ctr images pull` (this host's platform) with the mirror in hosts.toml,
+    as tests/test_containerd.py does."""
+    hosts = tmp_path / "certs.d" / "docker.io"
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "https://127.0.0.1:9"\n\n[host."http://{server.host}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+    )
+    args = ["ctr", "--address", socket, "images", "pull", "--snapshotter", "native"]
+    args += ["--hosts-dir", str(tmp_path / "certs.d"), ref]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_job_warms_one_platform_and_clients_pull_it_with_every_upstream_stopped(
+    env: PrewarmEnv,
+    upstreams: Upstreams,
+    tmp_path: Path,
+    containerd: str,  # noqa: F811
+) -> None:
+    multi = upstreams.seed(
+        "library/pwmulti:1",
+        platforms=[("linux", "amd64"), ("linux", "arm64")],
+        layer_sizes=[300_000, 100_000],
+    )
+    single = upstreams.seed("acme/pwsingle:latest", layer_sizes=[200_000])
+    upstreams.hub.reset()
+    upstreams.ghcr.reset()
+
+    job = env.prewarm(
+        images=["docker.io/library/pwmulti:1", "ghcr.io/acme/pwsingle"],
+        platforms=["linux/amd64"],
+    )
+    # References are stored as clients of this mirror write them.
+    assert [item["reference"] for item in job["items"]] == [
+        "pwmulti:1",
+        "ghcr.io/acme/pwsingle:latest",
+    ]
+    job = env.wait_job(job["id"])
+    assert job["status"] == "succeeded", job
+    for item, layout in zip(job["items"], (multi, single), strict=True):
+        total = sum(layout.blob_sizes[d] for d in blobs_of(layout))
+        assert item["status"] == "succeeded"
+        assert item["bytes_done"] == item["bytes_total"] == total, item
+    for digest in blobs_of(multi):
+        assert upstreams.hub.count("GET", f"/blobs/{digest}") == 1
+    for digest in blobs_of(multi, "linux/arm64"):
+        assert upstreams.hub.count("GET", f"/blobs/{digest}") == 0
+        assert upstreams.hub.count("HEAD", f"/blobs/{digest}") == 0
+    assert upstreams.hub.count("GET", f"/manifests/{multi.manifest_digests['linux/arm64']}") == 0
+
+    stop_upstreams(upstreams)
+    inspect = podman_pull(env.server, tmp_path, "docker.io/library/pwmulti:1", "amd64")
+    assert inspect["Architecture"] == "amd64"
+    assert inspect["RootFS"]["Layers"] and len(inspect["RootFS"]["Layers"]) == 2
+    skopeo_copy(env.server, "ghcr.io/acme/pwsingle:latest", tmp_path / "single")
+    index = json.loads((tmp_path / "single/index.json").read_text())
+    assert index["manifests"][0]["digest"] == single.digest
+    ctr_pull(containerd, env.server, tmp_path, "docker.io/library/pwmulti:1")
+
+
+def test_b_a_prewarm_racing_a_client_pull_fetches_the_blob_once(
+    env: PrewarmEnv, upstreams: Upstreams
+) -> None:
+    first = upstreams.seed("library/pwrace:1", layer_sizes=[BIG])
+    second = upstreams.seed("library/pwrace:2", layer_sizes=[BIG])
+    layer1, layer2 = first.layer_digests["linux/amd64"][0], second.layer_digests["linux/amd64"][0]
+    upstreams.hub.reset()
+    upstreams.hub.delay_per_chunk = 0.05  # about 1.5 s for a big layer
+
+    # The prewarm's fill (in the worker) is under way when a client asks for the blob.
+    job = env.prewarm(images=["pwrace:1"])
+    wait_for(lambda: upstreams.hub.count("GET", f"/blobs/{layer1}") == 1, 30, "prewarm fill")
+    response = httpx.get(f"{env.server.url}/v2/pwrace/blobs/{layer1}", timeout=60)
+    assert response.content == first.blob_bytes(layer1)
+    assert response.headers["X-Cache"] == "MISS"  # it followed the fill in progress
+    assert env.wait_job(job["id"])["status"] == "succeeded"
+
+    # A client's fill (in the server) is under way when a prewarm asks for the blob.
+    accept = ", ".join(warm.CONTAINERS_IMAGE_ACCEPT)
+    url = f"{env.server.url}/v2/pwrace/manifests/2"
+    assert httpx.get(url, headers={"Accept": accept}, timeout=30).is_success
+    pulled: list[bytes] = []
+    client = threading.Thread(
+        target=lambda: pulled.append(
+            httpx.get(f"{env.server.url}/v2/pwrace/blobs/{layer2}", timeout=60).content
+        )
+    )
+    client.start()
+    wait_for(lambda: upstreams.hub.count("GET", f"/blobs/{layer2}") == 1, 30, "client fill")
+    job = env.prewarm(images=["pwrace:2"])
+    running = client.is_alive()
+    job = env.wait_job(job["id"])
+    client.join(60)
+    assert running and pulled == [second.blob_bytes(layer2)]
+    assert job["status"] == "succeeded", job
+    assert job["items"][0]["bytes_done"] == job["items"][0]["bytes_total"]
+
+    assert upstreams.hub.count("GET", f"/blobs/{layer1}") == 1
+    assert upstreams.hub.count("GET", f"/blobs/{layer2}") == 1
+
+
+def test_c_cancel_stops_a_running_job_mid_blob(env: PrewarmEnv, upstreams: Upstreams) -> None:
+    layout = upstreams.seed("library/pwcancel:1", layer_sizes=[2 * BIG])
+    upstreams.hub.delay_per_chunk = 0.1  # the layer alone takes over 6 s
+    began = time.monotonic()
+    job = env.prewarm(images=["pwcancel:1"])
+    env.wait_job(job["id"], until=lambda j: j["items"][0]["bytes_done"] > 0, timeout=30)
+    layer = layout.layer_digests["linux/amd64"][0]
+    assert upstreams.hub.count("GET", f"/blobs/{layer}") == 1  # under way
+
+    env.cancel(job["id"])
+    job = env.wait_job(job["id"], timeout=10)
+    assert time.monotonic() - began < 5
+    assert job["status"] == "cancelled", job
+    item = job["items"][0]
+    assert item["status"] == "cancelled"
+    assert 0 < item["bytes_done"] < item["bytes_total"]
+
+
+def test_d_a_job_for_cached_content_finishes_in_milliseconds(
+    env: PrewarmEnv, upstreams: Upstreams
+) -> None:
+    upstreams.seed(
+        "library/pwcached:1",
+        platforms=[("linux", "amd64"), ("linux", "arm64")],
+        layer_sizes=[500_000, 10_000],
+    )
+    first = env.wait_job(env.prewarm(images=["pwcached:1"])["id"])
+    assert first["status"] == "succeeded", first
+    upstreams.hub.reset()
+
+    again = env.wait_job(env.prewarm(images=["pwcached:1"])["id"])
+    assert again["status"] == "succeeded", again
+    item = again["items"][0]
+    assert item["bytes_done"] == item["bytes_total"] == first["items"][0]["bytes_total"]
+    assert seconds(item) < 0.3, item
+    assert upstreams.hub.requests == []
+
+
+def test_e_beat_refreshes_an_always_warm_tag_that_moved_upstream(
+    env: PrewarmEnv, upstreams: Upstreams
+) -> None:
+    old = upstreams.seed("library/pwmoved:1", layer_sizes=[100_000])
+    env.shell(
+        "from django_celery_beat.models import IntervalSchedule, PeriodicTask;"
+        "from mirror.models import AlwaysWarm;"
+        "AlwaysWarm.objects.create(kind='image', reference='pwmoved:1');"
+        "every, _ = IntervalSchedule.objects.get_or_create(every=1, period='seconds');"
+        "PeriodicTask.objects.create(name='test refresh', task='mirror.refresh_popular',"
+        " interval=every)"
+    )
+    try:
+        with env.beat_worker():
+            old_layer = old.layer_digests["linux/amd64"][0]
+            wait_for(lambda: upstreams.hub.count("GET", f"/blobs/{old_layer}") == 1, 30, "warm")
+            new = upstreams.seed("library/pwmoved:1", layer_sizes=[100_000])
+            for digest in blobs_of(new):
+                fetched = f"/blobs/{digest}"
+                wait_for(lambda p=fetched: upstreams.hub.count("GET", p) == 1, 30, fetched)
+    finally:
+        env.shell(
+            "from django_celery_beat.models import PeriodicTask;"
+            "PeriodicTask.objects.filter(name='test refresh').update(enabled=False)"
+        )
+    digests = env.shell(
+        "from registries.models import Tag;"
+        "print(sorted(set(Tag.objects.filter(repository__name='library/pwmoved', name='1')"
+        ".values_list('digest', flat=True))))"
+    )
+    assert digests == repr([new.digest])
+    stop_upstreams(upstreams)
+    for digest in blobs_of(new):
+        env.server.wait_committed(f"/v2/pwmoved/blobs/{digest}")
