@@ -1,16 +1,20 @@
 """Manifests by tag: what the upstream answered for a tag, kept per negotiated set of manifest
 types (a client asking for single manifests never changes what an index-aware client gets),
-trusted for the upstream's TTL, revalidated with HEAD, served stale when the upstream fails.
-Concurrent misses of one (tag, accepted types) cause one upstream request.
+trusted for the upstream's TTL, revalidated with HEAD, served stale when the upstream fails
+or when its rate-limit budget is low (mirror/budgets.py: new content gets what is left).
+Concurrent misses of one (tag, accepted types) cause one upstream request. Every upstream
+answer for a tag is kept in its history (TagHistory); an operator's pin (TagPin) answers
+instead of the upstream until it is removed (registries/freshness.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from mirror import singleflight, stats
+from mirror import budgets, singleflight, stats
 from mirror.digests import InvalidDigest, parse_digest
 from mirror.errors import UpstreamError, UpstreamInvalid, UpstreamNotFound
 from mirror.http import client_for
@@ -18,7 +22,7 @@ from mirror.http import client_for
 from . import links, manifests
 from .formats import MANIFEST, MANIFEST_TYPES, accept_key, media_type_of, upstream_accept
 from .manifests import ManifestAnswer
-from .models import Manifest, Tag
+from .models import Manifest, Tag, TagHistory, TagPin
 from .routing import Route
 
 
@@ -26,7 +30,8 @@ def by_tag(
     route: Route, name: str, accept: list[str], head: bool, *, revalidate: bool = False
 ) -> ManifestAnswer:
     """Answer a manifest request (GET or HEAD) by tag; `revalidate` asks the upstream now
-    even within the tag's TTL (a refresh).
+    even within the tag's TTL (a refresh). A pinned tag answers its pin, never asking the
+    upstream for the tag.
 
     Raises:
         UpstreamNotFound: the upstream does not have the tag (its cached answer is dropped).
@@ -34,24 +39,22 @@ def by_tag(
     """
     key = accept_key(accept)
     tag = _cached(route, name, key)
+    pinned = tag.pinned if tag is not None else _pin(route, name)
+    if pinned:
+        return _pinned_answer(route, tag, pinned, head)
     cache = "HIT"
     if tag is None or revalidate or not _fresh(route, tag):
-        try:
-            tag, cache = singleflight.once(
-                f"oci-tag:{route.upstream.id}:{route.repository}:{name}:{key}",
-                # Another process may have finished the same refresh since `_cached`.
-                lambda: _recheck(route, name, key) or _refresh(route, name, accept, tag, head),
-                recheck=lambda: _recheck(route, name, key),
-            )
-        except UpstreamNotFound:
-            if tag is not None:
-                Tag.objects.filter(pk=tag.pk).delete()
-            raise
-        except UpstreamError:
-            max_age = dt.timedelta(seconds=route.upstream.stale_max_age)
-            if tag is None or timezone.now() - tag.fetched_at >= max_age:
+        if tag is not None and not revalidate and _saving_budget(route, tag):
+            cache = "STALE"  # the upstream's rate-limit budget is kept for new content
+        else:
+            try:
+                tag, cache = _ask(route, name, accept, tag, head, revalidate=revalidate)
+            except UpstreamNotFound:
                 raise
-            cache = "STALE"
+            except UpstreamError:
+                if tag is None or not _within_stale_max_age(route, tag):
+                    raise
+                cache = "STALE"
     if head:
         return ManifestAnswer(tag.digest, tag.media_type, tag.size, None, cache)
     manifest = manifests.stored(tag.digest)
@@ -65,23 +68,98 @@ def by_tag(
     return manifests.answer(manifest, cache, head=False)
 
 
+def revalidate(route: Route, name: str, accept: list[str]) -> Tag:
+    """Ask the upstream now what the tag points to for these types (with HEAD when it can),
+    pinned or not, and record the answer: the "upstream current" digest of a pinned tag.
+
+    Raises:
+        UpstreamNotFound: the upstream does not have the tag (its cached answer is dropped).
+        UpstreamError: the upstream failed; nothing changed.
+    """
+    tag = _cached(route, name, accept_key(accept))
+    return _ask(route, name, accept, tag, True, revalidate=True)[0]
+
+
+def _ask(
+    route: Route, name: str, accept: list[str], tag: Tag | None, head: bool, *, revalidate: bool
+) -> tuple[Tag, str]:
+    """The upstream's answer for the tag, once for concurrent callers; a tag the upstream
+    no longer has is dropped (UpstreamNotFound)."""
+    key = accept_key(accept)
+    # A revalidation only takes another caller's answer if it was got after this call began.
+    since = timezone.now() if revalidate else None
+    try:
+        return singleflight.once(
+            f"oci-tag:{route.upstream.id}:{route.repository}:{name}:{key}",
+            # Another process may have finished the same refresh since `_cached`.
+            lambda: _recheck(route, name, key, since) or _refresh(route, name, accept, tag, head),
+            recheck=lambda: _recheck(route, name, key, since),
+        )
+    except UpstreamNotFound:
+        if tag is not None:
+            Tag.objects.filter(pk=tag.pk).delete()
+        raise
+
+
 def _cached(route: Route, name: str, key: str) -> Tag | None:
-    return Tag.objects.filter(
-        repository__upstream_id=route.upstream.id,
-        repository__name=route.repository,
-        name=name,
-        accept_key=key,
-    ).first()
+    """The tag's row for these types, with its pin's digest (`pinned`, or None) in the same
+    query: a warm request costs one query."""
+    pins = TagPin.objects.filter(repository=OuterRef("repository"), name=name)
+    return (
+        Tag.objects.filter(
+            repository__upstream_id=route.upstream.id,
+            repository__name=route.repository,
+            name=name,
+            accept_key=key,
+        )
+        .annotate(pinned=Subquery(pins.values("digest")[:1]))
+        .first()
+    )
+
+
+def _pin(route: Route, name: str) -> str | None:
+    """The digest this tag is pinned to (looked up alone when no row is cached)."""
+    return (
+        TagPin.objects.filter(
+            repository__upstream_id=route.upstream.id,
+            repository__name=route.repository,
+            name=name,
+        )
+        .values_list("digest", flat=True)
+        .first()
+    )
+
+
+def _pinned_answer(route: Route, tag: Tag | None, digest: str, head: bool) -> ManifestAnswer:
+    """The pinned manifest, by digest (stored, or fetched under this name)."""
+    answer = manifests.by_digest(route, digest, head)
+    if tag is not None and not head:
+        stats.record("registries.Tag", pk=tag.pk)
+    return answer
 
 
 def _fresh(route: Route, tag: Tag) -> bool:
     return timezone.now() - tag.fetched_at < dt.timedelta(seconds=route.upstream.tag_ttl)
 
 
-def _recheck(route: Route, name: str, key: str) -> tuple[Tag, str] | None:
-    """What a leader in another process stored, if it is fresh."""
+def _within_stale_max_age(route: Route, tag: Tag) -> bool:
+    return timezone.now() - tag.fetched_at < dt.timedelta(seconds=route.upstream.stale_max_age)
+
+
+def _saving_budget(route: Route, tag: Tag) -> bool:
+    """Serve this expired tag as it is: the upstream's budget is low (mirror/budgets.py) and
+    the tag is young enough to be served stale. Asked only of expired tags, never on hits."""
+    return _within_stale_max_age(route, tag) and budgets.is_low(route.upstream.id)
+
+
+def _recheck(
+    route: Route, name: str, key: str, since: dt.datetime | None = None
+) -> tuple[Tag, str] | None:
+    """What a leader in another process stored, if it is fresh (and confirmed after `since`)."""
     tag = _cached(route, name, key)
-    return (tag, "HIT") if tag is not None and _fresh(route, tag) else None
+    if tag is None or not _fresh(route, tag) or (since is not None and tag.fetched_at < since):
+        return None
+    return tag, "HIT"
 
 
 def _refresh(
@@ -99,6 +177,7 @@ def _refresh(
         if tag is not None and digest == tag.digest:
             tag.fetched_at = timezone.now()
             Tag.objects.filter(pk=tag.pk).update(fetched_at=tag.fetched_at)
+            _seen(tag.repository_id, name, digest, tag.fetched_at)
             return tag, "HIT"
         if head and digest:
             if (manifest := manifests.stored(digest)) is not None:
@@ -128,6 +207,7 @@ def _header_digest(value: str) -> str:
 
 def _save(route: Route, name: str, accept: list[str], manifest: Manifest) -> Tag:
     """Record the tag's answer: a stored manifest, or (from a HEAD) an unsaved description."""
+    now = timezone.now()
     tag, _ = Tag.objects.update_or_create(
         repository=links.repository(route),
         name=name,
@@ -136,7 +216,27 @@ def _save(route: Route, name: str, accept: list[str], manifest: Manifest) -> Tag
             "digest": manifest.digest,
             "media_type": manifest.media_type,
             "size": manifest.size,
-            "fetched_at": timezone.now(),
+            "fetched_at": now,
         },
     )
+    _seen(tag.repository_id, name, manifest.digest, now)
     return tag
+
+
+def _seen(repository_id: int, name: str, digest: str, when: dt.datetime) -> None:
+    """Record in the tag's history that the upstream confirmed `digest` now: one UPDATE,
+    or an INSERT the first time (a concurrent first insert wins; both saw it now)."""
+    history = TagHistory.objects.filter(repository_id=repository_id, name=name, digest=digest)
+    if not history.update(last_seen=when):
+        TagHistory.objects.bulk_create(
+            [
+                TagHistory(
+                    repository_id=repository_id,
+                    name=name,
+                    digest=digest,
+                    first_seen=when,
+                    last_seen=when,
+                )
+            ],
+            ignore_conflicts=True,
+        )

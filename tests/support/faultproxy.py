@@ -199,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Docker-Distribution-API-Version", "registry/2.0")
-        for key, value in headers or []:
+        for key, value in [*(headers or []), *self.proxy.extra_headers]:
             self.send_header(key, value)
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -376,6 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
             if lower == "location" and value.startswith(upstream_base):
                 value = proxy.url + value[len(upstream_base) :]
             self.send_header(key, value)
+        for key, value in proxy.extra_headers:
+            self.send_header(key, value)
         if chunked_out:
             self.send_header("Transfer-Encoding", "chunked")
         if self.close_connection:
@@ -438,7 +440,9 @@ class FaultProxy(Service):
     Knobs (settable any time): ``delay_per_chunk`` seconds slept per 64 KiB body chunk;
     ``corrupt`` flips the middle byte of blob GET bodies; ``status`` (+ ``retry_after``)
     answers every request with that status and ``{"errors":[]}``; ``cut_after`` closes a blob
-    GET after that many body bytes; ``hang`` accepts requests and never answers until stop.
+    GET after that many body bytes; ``hang`` accepts requests and never answers until stop;
+    ``extra_headers`` (name, value) pairs are added to every answer, faulted ones included
+    (e.g. Docker Hub's ``ratelimit-remaining: 5;w=21600``).
     ``bearer=True`` demands Docker Hub-style bearer tokens from ``/token`` (optionally
     guarded by Basic auth ``token_basic``). Without ``port`` a free one is picked by the
     first ``start()`` and kept for later restarts; ``url``/``port`` are valid after it.
@@ -474,6 +478,7 @@ class FaultProxy(Service):
         self.retry_after: int | None = None
         self.cut_after: int | None = None
         self.hang: bool = False
+        self.extra_headers: list[tuple[str, str]] = []
         # State.
         self.requests: list[tuple[str, str]] = []
         self._detailed: list[tuple[str, str, http.client.HTTPMessage]] = []
@@ -572,6 +577,7 @@ class FaultProxy(Service):
         self.retry_after = None
         self.cut_after = None
         self.hang = False
+        self.extra_headers = []
 
     # -- tokens ---------------------------------------------------------------------------
     def _issue_token(self, scopes: list[str]) -> str:
