@@ -49,6 +49,14 @@ def test_default_schedules_exist_after_migrate() -> None:
     assert (reverify.interval.every, reverify.interval.period) == (6, IntervalSchedule.HOURS)
 
 
+def test_the_default_schedules_name_registered_tasks() -> None:
+    from config.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start (autodiscovery)
+    for default in schedules.DEFAULTS:
+        assert default.task in app.tasks
+
+
 def test_an_operators_edits_are_kept_by_the_next_migrate() -> None:
     quarter, _ = IntervalSchedule.objects.get_or_create(every=15, period=IntervalSchedule.MINUTES)
     refresh = _schedule("mirror.refresh_popular")
