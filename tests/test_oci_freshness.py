@@ -10,6 +10,7 @@ own, so that a low budget never leaks into other tests.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from collections.abc import Iterator
@@ -17,8 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.test import Client
+from django.utils import timezone
 
 from mirror.digests import storage_key
+from mirror.models import PrewarmJob, Upstream
+from mirror.upstreams import forget
+from registries.models import Repository, Tag, TagHistory, TagPin
 from tests.conftest import Upstreams
 from tests.mirror_server import MirrorServer
 from tests.support.faultproxy import FaultProxy
@@ -320,3 +326,83 @@ def test_429_with_retry_after_serves_cached_tags_stale(
     assert manifest_requests(proxy, "library/budget429") == 0
 
     restore_budget(server, proxy, "budget429")
+
+
+# -- the admin ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached_tag(db: None) -> Tag:
+    """A cached tag of the default upstream (unreachable: the admin must not need it) whose
+    history knows two digests, the newer one current."""
+    hub = Upstream.objects.create(
+        name="hub", kind="oci", url="http://127.0.0.1:9", prefix="docker.io", is_default=True
+    )
+    forget()
+    repository = Repository.objects.create(upstream=hub, name="library/freshadmin")
+    now = timezone.now()
+    for age, digest in ((60, OLD), (1, NEW)):
+        seen = now - dt.timedelta(seconds=age)
+        TagHistory.objects.create(
+            repository=repository, name="1", digest=digest, first_seen=seen, last_seen=seen
+        )
+    return Tag.objects.create(
+        repository=repository,
+        name="1",
+        accept_key="*",
+        digest=NEW,
+        media_type=OCI_MANIFEST,
+        size=100,
+        fetched_at=now,
+    )
+
+
+OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def act(client: Client, model: str, action: str, pk: int) -> str:
+    answer = client.post(
+        f"/admin/registries/{model}/",
+        {"action": action, "_selected_action": [pk]},
+        follow=True,
+    )
+    assert answer.status_code == 200
+    return answer.content.decode()
+
+
+def test_admin_pins_refreshes_prewarms_and_purges(cached_tag: Tag, admin_client: Client) -> None:
+    repository = cached_tag.repository
+    act(admin_client, "tag", "pin_current", cached_tag.pk)
+    assert TagPin.objects.get(repository=repository, name="1").digest == NEW
+    act(admin_client, "tag", "unpin", cached_tag.pk)
+    assert not TagPin.objects.exists()
+
+    # A pin to an older digest of the history, by the form; one nobody knows is refused.
+    refused = admin_client.post(
+        "/admin/registries/tagpin/add/",
+        {"repository": repository.pk, "name": "1", "digest": UNKNOWN_DIGEST},
+    )
+    assert refused.status_code == 200 and b"cannot be confirmed now" in refused.content
+    added = admin_client.post(
+        "/admin/registries/tagpin/add/", {"repository": repository.pk, "name": "1", "digest": OLD}
+    )
+    assert added.status_code == 302
+    assert TagPin.objects.get().digest == OLD
+    listing = admin_client.get("/admin/registries/tag/").content.decode()
+    assert OLD in listing and NEW in listing  # the pin beside the upstream's current digest
+    page = admin_client.get(f"/admin/registries/tag/{cached_tag.pk}/change/").content.decode()
+    assert page.count(OLD) >= 2 and NEW in page  # pin and history
+
+    act(admin_client, "repository", "refresh_now", repository.pk)
+    cached_tag.refresh_from_db()
+    assert timezone.now() - cached_tag.fetched_at > dt.timedelta(seconds=300)
+
+    message = act(admin_client, "repository", "prewarm", repository.pk)
+    job = PrewarmJob.objects.get()
+    assert (job.source, job.requested_by) == ("admin", "admin")
+    assert list(job.items.values_list("reference", flat=True)) == ["freshadmin:1"]
+    assert f"/admin/mirror/prewarmjob/{job.pk}/change/" in message
+
+    act(admin_client, "repository", "purge", repository.pk)
+    assert not Repository.objects.exists()
+    assert not (Tag.objects.exists() or TagPin.objects.exists() or TagHistory.objects.exists())
