@@ -84,7 +84,8 @@ def test_a_blob_corrupted_on_disk_is_quarantined_and_fetched_anew(
 
     report, log = _reverify(mirror)
 
-    assert report["run"] == [bad_key]
+    mine = (bad_key, good_key)  # the session's mirror holds other tests' blobs too
+    assert [key for key in report["run"] if key in mine] == [bad_key]
     reason, kept, size = report["quarantined"][bad_key]
     assert reason.startswith("digest: stored bytes hash to sha256:") and size == len(stored)
     assert (objects / kept).read_bytes()[1000:1001] == rotten  # the bad bytes, kept aside
@@ -103,8 +104,8 @@ def test_a_blob_corrupted_on_disk_is_quarantined_and_fetched_anew(
 
     mirror.wait_committed(f"/v2/rotting/blobs/{bad}")
     report, _ = _reverify(mirror)  # the blob fetched anew is intact
-    assert report["run"] == [] and report["verified"][bad_key] is True
-    assert list(report["quarantined"]) == [bad_key]
+    assert [key for key in report["run"] if key in mine] == []
+    assert report["verified"][bad_key] is True and bad_key in report["quarantined"]
 
 
 # --- In-process: the core's sample, leases and findings, on both storage backends.
