@@ -3,9 +3,9 @@
 A reference is `module@version`, `module@latest` or `module` (= `@latest`). Warming goes
 through the same code as the go command's requests (service.py): `@v/list` and `@latest` as
 TTL documents, then `.info`, `.mod` and `.zip` of the version through the fill path, each
-checked against the checksum database, whose lookup (and the tiles that prove it) the mirror
-caches on the way: the go command can later download and verify the module through the
-mirror with every upstream stopped.
+checked against the checksum database. The mirror caches that lookup on the way, and then the
+tiles the go command reads to check it: the go command can later download and verify the
+module through the mirror with every upstream stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Targ
 from mirror.errors import UpstreamNotFound
 from mirror.models import CachedDocument
 
-from . import chain, reverify, service
+from . import chain, reverify, service, sumdb
 from .models import ModuleVersion
 from .paths import InvalidPath, semver_key, split_reference
 from .verify import check_info
@@ -54,6 +54,7 @@ class ModuleEcosystem:
             for ext in FILES:
                 progress.check()
                 _warm_file(module, each, ext, progress)
+            _warm_proof(module, each)
 
     def popular(self, since: dt.datetime, limit: int) -> list[Popular]:
         return [Popular(reference) for reference in popular_references(since, limit)]
@@ -80,6 +81,15 @@ def _latest(module: str, refresh: bool) -> list[str]:
     releases = [v for v in listed if "-" not in v.split("+")[0]]
     picked = max(releases or listed, key=semver_key, default=None)
     return list(dict.fromkeys([*([picked] if picked else []), *named]))
+
+
+def _warm_proof(module: str, version: str) -> None:
+    """The checksum-database tiles the go command reads to check this version (the lookup
+    itself was cached when the files were verified)."""
+    if service.expected(chain.route(module), version) is not None:
+        db = sumdb.default_database()
+        assert db is not None  # expected() needs one
+        sumdb.warm_tiles(db, module, version)
 
 
 def _warm_file(module: str, version: str, ext: str, progress: Progress) -> None:

@@ -328,3 +328,16 @@ def lookup(db: UpstreamInfo, module: str, version: str) -> Sums:
     except UpstreamNotFound:
         raise NotInSumdb(f"{module}@{version}") from None
     return _parse_lookup(body, module, version)[3]
+
+
+def warm_tiles(db: UpstreamInfo, module: str, version: str) -> None:
+    """Cache the tiles the go command reads to check the lookup of module@version in the tree
+    its answer names (tlog.client_tiles), so that it can check it while the database is
+    down. The mirror's own proof reads only some of them (not the record's own hash).
+
+    Raises what `lookup_answer` and `tile` raise."""
+    body, _ = lookup_answer(db, module, version)
+    record_id, _, note, _ = _parse_lookup(body, module, version)
+    tree = _tree(note, _key(db))
+    for level, index, width in tlog.client_tiles(tree.size, record_id):
+        tile(db, tlog.tile_path(level, index, width))

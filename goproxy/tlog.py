@@ -160,3 +160,33 @@ def tile_in_tree(
         return False  # not a tile of this tree (yet)
     pinned = _Pinned(base, first << base, (first + width) << base, data)
     return _Hashes(size, read_tile, pinned).subtree(0, size) == root
+
+
+def client_tiles(size: int, record: int) -> list[tuple[int, int, int]]:
+    """The tiles (level, index, width) the go command reads to prove record `record` in the
+    tree of `size` records (tlog.TileHashReader.ReadHashes): those holding the hashes of the
+    complete subtrees that make up the tree, then the record's own tile and its parents up to
+    one of those. A mirror that caches them lets the go command check that record offline."""
+
+    def sized(level: int, index: int) -> tuple[int, int, int]:
+        available = size >> (level * TILE_HEIGHT)
+        return level, index, min(TILE_WIDTH, available - (index << TILE_HEIGHT))
+
+    def tile_of(height: int, n: int) -> tuple[int, int, int]:
+        """The tile holding the hash of the complete subtree of 2**height records number n."""
+        level, within = divmod(height, TILE_HEIGHT)
+        return sized(level, (n << within) >> TILE_HEIGHT)
+
+    planned: list[tuple[int, int, int]] = []
+    lo = 0
+    while lo < size:
+        height = (size - lo).bit_length() - 1
+        if (tile := tile_of(height, lo >> height)) not in planned:
+            planned.append(tile)
+        lo += 1 << height
+    level, index, _ = tile_of(0, record)
+    path = []
+    while (tile := sized(level, index)) not in planned:
+        path.append(tile)
+        level, index = level + 1, index >> TILE_HEIGHT
+    return planned + path[::-1]
