@@ -4,8 +4,8 @@ under gunicorn, and the REST API with an admin token.
 
 The `hub` upstream of the session's mirror trusts a tag for 1 s (tag_ttl 1): tests that need
 a tag past its TTL wait that second out (time passing is the condition, nothing to poll);
-`ghcr` keeps the default 300 s, for "within the TTL". Budget tests run on a mirror of their
-own, so that a low budget never leaks into other tests.
+`ghcr` keeps the default 300 s, for "within the TTL". Budget tests give the budget back
+before they end (`hub_budget`), so that a low budget never leaks into other tests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -238,94 +237,79 @@ def test_api_input_is_validated(api: httpx.Client) -> None:
 # -- the upstream's budget --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def budget(
-    upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[MirrorServer, FaultProxy]]:
-    """A mirror of its own in front of the registry, through a proxy of its own."""
-    proxy = FaultProxy(upstreams.registry.url).start()
-    data: Path = tmp_path_factory.mktemp("budget-mirror")
-    config = data / "mirror.yml"
-    config.write_text(
-        "upstreams:\n"
-        f"  - {{name: hub, kind: oci, url: '{proxy.url}', prefix: docker.io, default: true,"
-        " tag_ttl: 1}\n"
-    )
-    server = MirrorServer(data / "var", config, MIRROR_BUDGET_RESERVE="10")
-    server.setup()
-    server.start()
-    yield server, proxy
-    server.stop()
-    proxy.stop()
-
-
 _remaining = iter(range(5000, 6000))
 
 
-def restore_budget(server: MirrorServer, proxy: FaultProxy, cached: str) -> None:
-    """Give the upstream a budget again, and wait until the mirror revalidates `cached`."""
+@pytest.fixture
+def hub_budget(mirror: MirrorServer, upstreams: Upstreams) -> Iterator[FaultProxy]:
+    """The hub proxy, for a test that spends the upstream's budget; afterwards the budget is
+    given back and the mirror seen revalidating a tag past its TTL again (a probe tag)."""
+    upstreams.seed("library/budgetprobe:1")
+    manifest(mirror, "budgetprobe", "1")
+    yield upstreams.hub
+    proxy = upstreams.hub
     proxy.clear_faults()
-    proxy.extra_headers = [("ratelimit-remaining", f"{next(_remaining)};w=21600")]
+    # A value never sent before: each server process writes a budget only when it changes.
+    remaining = f"{next(_remaining)};w=21600"
+    proxy.extra_headers = [("ratelimit-limit", "10000;w=21600"), ("ratelimit-remaining", remaining)]
     deadline = time.monotonic() + 15
+    time.sleep(TTL_PASSED)  # the probe is past its TTL: only a budget lets it revalidate
     while True:
-        # A tag never seen goes upstream whatever the budget: the answer carries the new one.
-        httpx.head(f"{server.url}/v2/budgetnever/manifests/{time.monotonic_ns()}", timeout=30)
-        if manifest(server, cached, "1", method="HEAD").headers["X-Cache"] != "STALE":
-            return
+        # A tag never seen goes upstream whatever the budget: its answer carries the new one.
+        httpx.head(f"{mirror.url}/v2/budgetnever/manifests/{time.monotonic_ns()}", timeout=30)
+        if manifest(mirror, "budgetprobe", "1", method="HEAD").headers["X-Cache"] != "STALE":
+            break
         assert time.monotonic() < deadline, "the mirror never saw the budget come back"
         time.sleep(0.2)
+    proxy.extra_headers = []
 
 
 def test_low_budget_serves_cached_tags_stale_and_new_ones_fresh(
-    budget: tuple[MirrorServer, FaultProxy], upstreams: Upstreams
+    mirror: MirrorServer, upstreams: Upstreams, hub_budget: FaultProxy
 ) -> None:
-    server, proxy = budget
     old = upstreams.seed("library/budgetold:1")
-    manifest(server, "budgetold", "1")
-    proxy.extra_headers = [("ratelimit-limit", "100;w=21600"), ("ratelimit-remaining", "5;w=21600")]
+    manifest(mirror, "budgetold", "1")
+    hub_budget.extra_headers = [
+        ("ratelimit-limit", "100;w=21600"),
+        ("ratelimit-remaining", "5;w=21600"),  # MIRROR_BUDGET_RESERVE is 10
+    ]
     first_new = upstreams.seed("library/budgetnew:1")
-    assert manifest(server, "budgetnew", "1").headers["X-Cache"] == "MISS"  # and seen: 5 left
+    assert manifest(mirror, "budgetnew", "1").headers["X-Cache"] == "MISS"  # and seen: 5 left
     upstreams.seed("library/budgetold:1")  # the tag moves upstream
     time.sleep(TTL_PASSED)
 
-    proxy.reset()
+    hub_budget.reset()
     for method in ("GET", "HEAD", "GET", "HEAD"):  # both server processes, likely
-        stale = manifest(server, "budgetold", "1", method=method)
+        stale = manifest(mirror, "budgetold", "1", method=method)
         assert stale.headers["X-Cache"] == "STALE"
         assert stale.headers["Docker-Content-Digest"] == old.digest
-    assert manifest_requests(proxy, "library/budgetold") == 0
+    assert manifest_requests(hub_budget, "library/budgetold") == 0
 
     fresh = upstreams.seed("library/budgetnew:2")
-    got = manifest(server, "budgetnew", "2")
+    got = manifest(mirror, "budgetnew", "2")
     assert got.headers["X-Cache"] == "MISS" and got.headers["Docker-Content-Digest"] == fresh.digest
-    blob = httpx.get(f"{server.url}/v2/budgetnew/blobs/{layer(fresh)}", timeout=30)
+    blob = httpx.get(f"{mirror.url}/v2/budgetnew/blobs/{layer(fresh)}", timeout=30)
     assert blob.status_code == 200
     assert first_new.digest != fresh.digest
 
-    restore_budget(server, proxy, "budgetold")
-    assert manifest(server, "budgetold", "1").headers["Docker-Content-Digest"] != old.digest
-
 
 def test_429_with_retry_after_serves_cached_tags_stale(
-    budget: tuple[MirrorServer, FaultProxy], upstreams: Upstreams
+    mirror: MirrorServer, upstreams: Upstreams, hub_budget: FaultProxy
 ) -> None:
-    server, proxy = budget
     cached = upstreams.seed("library/budget429:1")
-    manifest(server, "budget429", "1")
+    manifest(mirror, "budget429", "1")
     time.sleep(TTL_PASSED)
 
-    proxy.status, proxy.retry_after = 429, 3
-    limited = httpx.get(f"{server.url}/v2/budget429new/manifests/1", timeout=30)
+    hub_budget.status, hub_budget.retry_after = 429, 2
+    limited = httpx.get(f"{mirror.url}/v2/budget429new/manifests/1", timeout=30)
     assert limited.status_code == 429, limited.text
-    proxy.status = None
-    proxy.reset()
+    hub_budget.status = None
+    hub_budget.reset()
     for method in ("GET", "HEAD", "GET", "HEAD"):
-        stale = manifest(server, "budget429", "1", method=method)
+        stale = manifest(mirror, "budget429", "1", method=method)
         assert stale.headers["X-Cache"] == "STALE"
         assert stale.headers["Docker-Content-Digest"] == cached.digest
-    assert manifest_requests(proxy, "library/budget429") == 0
-
-    restore_budget(server, proxy, "budget429")
+    assert manifest_requests(hub_budget, "library/budget429") == 0
 
 
 # -- the admin ----------------------------------------------------------------------------------
