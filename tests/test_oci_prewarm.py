@@ -45,7 +45,8 @@ upstreams:
   - {{name: ghcr, kind: oci, url: "{upstreams.ghcr.url}", prefix: ghcr.io, tag_ttl: 300}}
 """
     )
-    with PrewarmEnv(data / "var", config) as started:
+    # Beat runs from the start (its default schedules are hours apart); test e adds its own.
+    with PrewarmEnv(data / "var", config, beat=True) as started:
         yield started
 
 
@@ -183,21 +184,23 @@ def test_b_a_prewarm_racing_a_client_pull_fetches_the_blob_once(
     accept = ", ".join(warm.CONTAINERS_IMAGE_ACCEPT)
     url = f"{env.server.url}/v2/pwrace/manifests/2"
     assert httpx.get(url, headers={"Accept": accept}, timeout=30).is_success
-    pulled: list[bytes] = []
-    client = threading.Thread(
-        target=lambda: pulled.append(
-            httpx.get(f"{env.server.url}/v2/pwrace/blobs/{layer2}", timeout=60).content
-        )
-    )
+    pulled: list[tuple[bytes, dt.datetime]] = []
+
+    def pull() -> None:
+        response = httpx.get(f"{env.server.url}/v2/pwrace/blobs/{layer2}", timeout=60)
+        pulled.append((response.content, dt.datetime.now(dt.UTC)))
+
+    client = threading.Thread(target=pull)
     client.start()
     wait_for(lambda: upstreams.hub.count("GET", f"/blobs/{layer2}") == 1, 30, "client fill")
-    job = env.prewarm(images=["pwrace:2"])
-    running = client.is_alive()
-    job = env.wait_job(job["id"])
+    job = env.wait_job(env.prewarm(images=["pwrace:2"])["id"])
     client.join(60)
-    assert running and pulled == [second.blob_bytes(layer2)]
     assert job["status"] == "succeeded", job
-    assert job["items"][0]["bytes_done"] == job["items"][0]["bytes_total"]
+    item = job["items"][0]
+    assert item["bytes_done"] == item["bytes_total"]
+    [(body, pulled_at)] = pulled
+    assert body == second.blob_bytes(layer2)
+    assert dt.datetime.fromisoformat(item["started"]) < pulled_at  # they overlapped
 
     assert upstreams.hub.count("GET", f"/blobs/{layer1}") == 1
     assert upstreams.hub.count("GET", f"/blobs/{layer2}") == 1
@@ -205,7 +208,7 @@ def test_b_a_prewarm_racing_a_client_pull_fetches_the_blob_once(
 
 def test_c_cancel_stops_a_running_job_mid_blob(env: PrewarmEnv, upstreams: Upstreams) -> None:
     layout = upstreams.seed("library/pwcancel:1", layer_sizes=[2 * BIG])
-    upstreams.hub.delay_per_chunk = 0.1  # the layer alone takes over 6 s
+    upstreams.hub.delay_per_chunk = 0.2  # the layer alone takes over 12 s
     began = time.monotonic()
     job = env.prewarm(images=["pwcancel:1"])
     env.wait_job(job["id"], until=lambda j: j["items"][0]["bytes_done"] > 0, timeout=30)
@@ -214,7 +217,7 @@ def test_c_cancel_stops_a_running_job_mid_blob(env: PrewarmEnv, upstreams: Upstr
 
     env.cancel(job["id"])
     job = env.wait_job(job["id"], timeout=10)
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < 8
     assert job["status"] == "cancelled", job
     item = job["items"][0]
     assert item["status"] == "cancelled"
@@ -237,14 +240,23 @@ def test_d_a_job_for_cached_content_finishes_in_milliseconds(
     assert again["status"] == "succeeded", again
     item = again["items"][0]
     assert item["bytes_done"] == item["bytes_total"] == first["items"][0]["bytes_total"]
-    assert seconds(item) < 0.3, item
+    assert seconds(item) < 0.5, item  # about 0.05 s here, 0.1 s on a busy machine
     assert upstreams.hub.requests == []
 
 
-def test_e_beat_refreshes_an_always_warm_tag_that_moved_upstream(
+def test_e_beat_refreshes_always_warm_and_popular_tags(
     env: PrewarmEnv, upstreams: Upstreams
 ) -> None:
     old = upstreams.seed("library/pwmoved:1", layer_sizes=[100_000])
+    # A popular tag: a client pulled its index and the arm64 image from it (no blobs).
+    popular = upstreams.seed(
+        "library/pwpopular:1", platforms=[("linux", "amd64"), ("linux", "arm64")]
+    )
+    accept = {"Accept": ", ".join(warm.CONTAINERS_IMAGE_ACCEPT)}
+    for reference in ("1", popular.manifest_digests["linux/arm64"]):
+        url = f"{env.server.url}/v2/pwpopular/manifests/{reference}"
+        assert httpx.get(url, headers=accept, timeout=30).is_success
+    upstreams.hub.reset()
     env.shell(
         "from django_celery_beat.models import IntervalSchedule, PeriodicTask;"
         "from mirror.models import AlwaysWarm;"
@@ -254,24 +266,42 @@ def test_e_beat_refreshes_an_always_warm_tag_that_moved_upstream(
         " interval=every)"
     )
     try:
-        with env.beat_worker():
-            old_layer = old.layer_digests["linux/amd64"][0]
-            wait_for(lambda: upstreams.hub.count("GET", f"/blobs/{old_layer}") == 1, 30, "warm")
-            new = upstreams.seed("library/pwmoved:1", layer_sizes=[100_000])
-            for digest in blobs_of(new):
-                fetched = f"/blobs/{digest}"
-                wait_for(lambda p=fetched: upstreams.hub.count("GET", p) == 1, 30, fetched)
-    finally:
-        env.shell(
-            "from django_celery_beat.models import PeriodicTask;"
-            "PeriodicTask.objects.filter(name='test refresh').update(enabled=False)"
+        old_layer = old.layer_digests["linux/amd64"][0]
+        wait_for(lambda: upstreams.hub.count("GET", f"/blobs/{old_layer}") == 1, 30, "warm")
+        new = upstreams.seed("library/pwmoved:1", layer_sizes=[100_000])
+        for digest in blobs_of(new):
+            fetched = f"/blobs/{digest}"
+            wait_for(lambda p=fetched: upstreams.hub.count("GET", p) == 1, 30, fetched)
+        # Every Accept list's answer moved (a refresh that began before the push may have
+        # moved one of them only; the next one moves the other).
+        wait_for(
+            lambda: (
+                env.shell(
+                    "from registries.models import Tag;"
+                    "print(sorted(set(Tag.objects.filter(repository__name='library/pwmoved',"
+                    " name='1').values_list('digest', flat=True))))"
+                )
+                == repr([new.digest])
+            ),
+            15,
+            "the tag points to the new digest",
         )
-    digests = env.shell(
-        "from registries.models import Tag;"
-        "print(sorted(set(Tag.objects.filter(repository__name='library/pwmoved', name='1')"
-        ".values_list('digest', flat=True))))"
+    finally:
+        env.shell(  # delete(), not a queryset update: the running beat hears of it
+            "from django_celery_beat.models import PeriodicTask;"
+            "[t.delete() for t in PeriodicTask.objects.filter(name='test refresh')]"
+        )
+    platforms = env.shell(
+        "from mirror.models import PrewarmItem;"
+        "print(sorted({tuple(p) for p in PrewarmItem.objects.filter(reference='pwpopular:1',"
+        " job__source='schedule').values_list('platforms', flat=True)}))"
     )
-    assert digests == repr([new.digest])
+    assert platforms == repr([("linux/arm64",)])
+    for digest in blobs_of(popular, "linux/arm64"):
+        assert upstreams.hub.count("GET", f"/blobs/{digest}") == 1
+    for digest in blobs_of(popular):
+        assert upstreams.hub.count("GET", f"/blobs/{digest}") == 0
+    # Nobody pulled the new image; it is in the cache, served with every upstream stopped.
     stop_upstreams(upstreams)
     for digest in blobs_of(new):
         env.server.wait_committed(f"/v2/pwmoved/blobs/{digest}")

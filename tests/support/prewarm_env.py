@@ -9,8 +9,7 @@ Give it the upstream configuration file and any extra environment (e.g. credenti
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,12 @@ ENDED = ("succeeded", "partial", "failed", "cancelled")
 
 
 class PrewarmEnv:
-    def __init__(self, data_dir: Path, config: Path, **env: str) -> None:
+    """`beat=True` runs Celery beat in the worker (django-celery-beat's schedules, from the
+    database: the defaults created by migrate, and any a test adds)."""
+
+    def __init__(self, data_dir: Path, config: Path, *, beat: bool = False, **env: str) -> None:
         self.server = MirrorServer(data_dir, config, REDIS_URL=redis_url(), **env)
-        self.worker = CeleryWorker(self.server.env, data_dir / "worker.log")
+        self.worker = CeleryWorker(self.server.env, data_dir / "worker.log", beat=beat)
         self.token = ""
 
     def start(self) -> PrewarmEnv:
@@ -45,14 +47,6 @@ class PrewarmEnv:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @contextmanager
-    def beat_worker(self) -> Iterator[CeleryWorker]:
-        """A second worker, running Celery beat (django-celery-beat's schedules), for as
-        long as the block lasts; both workers take tasks."""
-        worker = CeleryWorker(self.server.env, self.server.data_dir / "beat.log", beat=True)
-        with worker:
-            yield worker
 
     # -- Django, for what the API does not show ------------------------------------------
     def shell(self, code: str) -> str:
