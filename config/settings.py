@@ -242,6 +242,8 @@ MIRROR_PREWARM_PER_UPSTREAM = int(os.environ.get("MIRROR_PREWARM_PER_UPSTREAM", 
 MIRROR_PREWARM_RETRIES = int(os.environ.get("MIRROR_PREWARM_RETRIES", 5))
 MIRROR_PREWARM_BACKOFF = _env_float("MIRROR_PREWARM_BACKOFF", 5)
 MIRROR_PREWARM_MAX_BACKOFF = _env_float("MIRROR_PREWARM_MAX_BACKOFF", 600)
+# Items queued this long past their time, or running with a dead runner, are queued again.
+MIRROR_PREWARM_STALLED_SECONDS = int(os.environ.get("MIRROR_PREWARM_STALLED_SECONDS", 300))
 # The popular refresh: the top MIRROR_POPULAR_TOP tags and modules pulled in the last
 # MIRROR_POPULAR_DAYS days, plus the always-warm list (admin, or `always_warm:` in
 # MIRROR_CONFIG).

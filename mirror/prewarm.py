@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import budgets, ecosystems, leases
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 Status = PrewarmItem.Status
 ENDED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 SLOT_POLL = 2.0  # seconds before an item waiting for a slot looks again
+# A task that arrives this much before its item's `not_before` is a duplicate and drops out.
+EARLY = timezone.timedelta(seconds=1)
 PROGRESS_EVERY = 0.5  # seconds between writes of an item's progress (and cancel checks)
 
 
@@ -93,10 +96,45 @@ def create_job(
 
 
 def _enqueue(job: PrewarmJob) -> None:
+    """Queue the job's items. A broker that cannot be reached leaves them queued in the
+    database, where `requeue_stalled` (a scheduled task) finds them."""
+    enqueue_items(job.items.values_list("pk", flat=True))
+
+
+def enqueue_items(item_ids: Iterable[int]) -> int:
+    """Send a task per item; returns how many were sent before the broker failed, if it did."""
     from .tasks import warm_item  # the tasks module imports this one
 
-    for item_id in job.items.values_list("pk", flat=True):
-        warm_item.delay(item_id)
+    sent = 0
+    try:
+        for item_id in item_ids:
+            warm_item.delay(item_id)
+            sent += 1
+    except Exception:  # kombu's errors vary by transport: the items wait in the database
+        log.exception("could not queue prewarm items; they wait for the next requeue")
+    return sent
+
+
+def stalled_items(older_than: float) -> list[int]:
+    """Items that should be running but may have no task: queued past their `not_before`
+    (or created) more than `older_than` seconds ago (a broker that was down, a lost
+    countdown), or running with no live runner lease (a worker died; with Redis its task
+    would come back only after the visibility timeout). Running them twice is harmless."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than)
+    queued = PrewarmItem.objects.filter(status=Status.QUEUED, job__cancel_requested=False)
+    waiting = queued.filter(not_before__lt=cutoff) | queued.filter(
+        not_before=None, job__created__lt=cutoff
+    )
+    ids = list(waiting.values_list("pk", flat=True))
+    live = {
+        key.removeprefix("prewarm-item:")
+        for key in FillLease.objects.filter(
+            key__startswith="prewarm-item:", expires_at__gte=Now()
+        ).values_list("key", flat=True)
+    }
+    running = PrewarmItem.objects.filter(status=Status.RUNNING, started__lt=cutoff)
+    ids += [pk for pk in running.values_list("pk", flat=True) if str(pk) not in live]
+    return ids
 
 
 def cancel(job: PrewarmJob) -> PrewarmJob:
@@ -146,6 +184,8 @@ def run_item(item_id: int) -> float | None:
     item = PrewarmItem.objects.select_related("job").filter(pk=item_id).first()
     if item is None or item.status in ENDED:
         return None
+    if item.not_before and item.not_before > timezone.now() + EARLY:
+        return None  # a duplicate task: the item's own is scheduled for later
     if item.job.cancel_requested:
         _end(item, Status.CANCELLED)
         update_job(item.job_id)
@@ -163,6 +203,7 @@ def run_item(item_id: int) -> float | None:
             f"prewarm-slot:{item.upstream_id}:{n}"
             for n in range(max(1, settings.MIRROR_PREWARM_PER_UPSTREAM))
         ):
+            _wait(item, SLOT_POLL)
             return SLOT_POLL
         item.refresh_from_db()
         if item.status in ENDED:
@@ -215,6 +256,13 @@ def _run(item: PrewarmItem) -> float | None:
 def _end(item: PrewarmItem, status: str, error: str = "") -> None:
     PrewarmItem.objects.filter(pk=item.pk).update(
         status=status, error=error[:2000], finished=timezone.now(), not_before=None
+    )
+
+
+def _wait(item: PrewarmItem, seconds: float) -> None:
+    """Note when the item's next task is due (one waiting for a slot keeps its message)."""
+    PrewarmItem.objects.filter(pk=item.pk).update(
+        not_before=timezone.now() + timezone.timedelta(seconds=seconds)
     )
 
 

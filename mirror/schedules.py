@@ -2,7 +2,9 @@
 admin ("Periodic tasks"): created after `migrate` when missing, never changed afterwards.
 
 - "refresh popular" runs `mirror.refresh_popular` every MIRROR_REFRESH_EVERY seconds;
-- "re-verify" runs `mirror.reverify` every MIRROR_REVERIFY_EVERY seconds.
+- "re-verify" runs `mirror.reverify` every MIRROR_REVERIFY_EVERY seconds;
+- "requeue stalled prewarm items" runs `mirror.requeue_stalled` every
+  MIRROR_PREWARM_STALLED_SECONDS seconds.
 
 A schedule counts as present when any periodic task runs its task (whatever its name) or has
 its name, so an operator may rename, retime or disable one and keep it so. Deleting one brings
@@ -40,6 +42,12 @@ DEFAULTS = (
         "MIRROR_REVERIFY_EVERY",
         "Re-check a sample of the cache against digests and the checksum database; "
         "quarantine what fails.",
+    ),
+    Default(
+        "requeue stalled prewarm items",
+        "mirror.requeue_stalled",
+        "MIRROR_PREWARM_STALLED_SECONDS",
+        "Queue again prewarm items whose task was lost (broker down, worker killed).",
     ),
 )
 

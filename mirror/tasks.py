@@ -64,6 +64,13 @@ def _unique(specs: list[prewarm.ItemSpec]) -> list[prewarm.ItemSpec]:
     return list(unique.values())
 
 
+@shared_task(name="mirror.requeue_stalled")
+def requeue_stalled() -> int:
+    """Queue again the prewarm items that lost their task (mirror.prewarm.stalled_items);
+    returns how many."""
+    return prewarm.enqueue_items(prewarm.stalled_items(settings.MIRROR_PREWARM_STALLED_SECONDS))
+
+
 @shared_task(name="mirror.reverify")
 def reverify_cache() -> int:
     """Re-verify a sample of the cache (mirror/reverify.py); returns how many objects were

@@ -20,7 +20,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from mirror import ecosystems, prewarm
+from mirror import ecosystems, leases, prewarm
 from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Target
 from mirror.errors import UpstreamNotFound, UpstreamUnavailable
 from mirror.models import FillLease, PrewarmItem, PrewarmJob, Upstream, UpstreamBudget
@@ -160,6 +160,19 @@ def test_an_empty_job_has_ended() -> None:
     assert _status(job) == Job.SUCCEEDED and job.finished is not None
 
 
+def _when_due(pk: int) -> float | None:
+    """Run the item as its scheduled task does: once its `not_before` has come."""
+    PrewarmItem.objects.filter(pk=pk).update(not_before=None)
+    return prewarm.run_item(pk)
+
+
+def test_a_task_before_its_items_time_is_a_duplicate(eco: ScriptedEcosystem) -> None:
+    _, (pk,) = _job("one/later")
+    PrewarmItem.objects.filter(pk=pk).update(not_before=timezone.now() + dt.timedelta(seconds=30))
+    assert prewarm.run_item(pk) is None
+    assert eco.calls["one/later"] == 0 and _item(pk).status == Item.QUEUED
+
+
 def test_retries_back_off_then_give_up(eco: ScriptedEcosystem, settings) -> None:
     settings.MIRROR_PREWARM_RETRIES = 3
     settings.MIRROR_PREWARM_BACKOFF = 5
@@ -168,13 +181,13 @@ def test_retries_back_off_then_give_up(eco: ScriptedEcosystem, settings) -> None
     job, (pk,) = _job("one/flaky")
     for expected in (5, 10, 12):  # 5 * 2**n, capped at MAX_BACKOFF
         before = timezone.now()
-        assert prewarm.run_item(pk) == expected
+        assert _when_due(pk) == expected
         item = _item(pk)
         assert item.status == Item.QUEUED and "503" in item.error
         assert item.not_before is not None
         assert before + dt.timedelta(seconds=expected - 1) < item.not_before
         assert _status(job) == Job.RUNNING  # it has started, and waits
-    assert prewarm.run_item(pk) is None  # the 4th attempt is past RETRIES: it gives up
+    assert _when_due(pk) is None  # the 4th attempt is past RETRIES: it gives up
     item = _item(pk)
     assert item.status == Item.FAILED and item.error.startswith("gave up after 4 attempts")
     assert item.not_before is None and eco.calls["one/flaky"] == 4
@@ -192,7 +205,7 @@ def test_retry_after_is_honoured_then_success(eco: ScriptedEcosystem, settings) 
     eco.scripts["one/limited"] = script
     job, (pk,) = _job("one/limited")
     assert prewarm.run_item(pk) == 42
-    assert prewarm.run_item(pk) is None
+    assert _when_due(pk) is None
     item = _item(pk)
     assert (item.status, item.attempts, item.error) == (Item.SUCCEEDED, 2, "")
     assert _status(job) == Job.SUCCEEDED
@@ -240,7 +253,7 @@ def test_one_slot_per_upstream(eco: ScriptedEcosystem, settings) -> None:
         release.set()
         worker.join(10)
     assert _item(slow).status == Item.SUCCEEDED
-    assert prewarm.run_item(queued) is None  # the slot was given back
+    assert _when_due(queued) is None  # the slot was given back
     assert _item(queued).status == Item.SUCCEEDED and _status(job) == Job.SUCCEEDED
 
 
@@ -276,3 +289,16 @@ def test_an_unexpected_error_fails_the_item_only(eco: ScriptedEcosystem) -> None
     assert prewarm.run_item(fine) is None
     assert _item(bug).error == "internal error: KeyError"  # no internals shown to users
     assert _status(job) == Job.PARTIAL
+
+
+def test_stalled_items_are_found_for_the_requeue(eco: ScriptedEcosystem) -> None:
+    """What `mirror.requeue_stalled` sends again: items overdue in the queue, and running
+    items whose runner's lease is gone; not items waiting their turn or running alive."""
+    _, (overdue, waiting, dead, alive) = _job("one/a", "one/b", "one/c", "two/d")
+    past = timezone.now() - dt.timedelta(seconds=600)
+    PrewarmItem.objects.filter(pk=overdue).update(not_before=past)
+    PrewarmItem.objects.filter(pk=waiting).update(not_before=timezone.now())
+    PrewarmItem.objects.filter(pk__in=[dead, alive]).update(status=Item.RUNNING, started=past)
+    lease = leases.claim(f"prewarm-item:{alive}")
+    assert lease is not None
+    assert sorted(prewarm.stalled_items(300)) == [overdue, dead]
