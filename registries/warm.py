@@ -1,13 +1,16 @@
 """Prewarm for container images: the "image" ecosystem of mirror/ecosystems.py.
 
-An image is warmed through the very code a client pull runs (tags.by_tag, manifests.by_digest,
-blobs.get_blob), so a prewarm and a pull of the same blob at once fetch it once, and what a
-prewarm stores is served exactly as if a client had pulled it.
+An image is warmed through the code a client pull runs, the way containerd pulls: the tag
+asked as a HEAD (tags.by_tag), manifests by digest (manifests.fetch_by_digest), blobs through
+the fill (blobs.get_blob). So a prewarm and a pull of the same blob at once fetch it once, and
+what a prewarm stores is served exactly as if a client had pulled it. A prewarm is not a pull:
+the HEAD and by-digest paths count no tag or manifest pulls, so that popularity (`popular`,
+and the platforms it reports) is what clients pulled, never what the refresh itself warmed.
 
 Tags are cached per accepted manifest types (formats.accept_key): warming the tag for one
 `Accept` list does not serve a client sending another. The tag is warmed under the lists the
 real clients send (seen on the wire, see CLIENT_ACCEPTS), and under any other list a client
-already used for it; after the first, each costs one HEAD at most.
+already used for it: one HEAD each at most (none within the tag's TTL unless refreshing).
 """
 
 from __future__ import annotations
@@ -27,18 +30,18 @@ from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Targ
 from mirror.errors import UpstreamNotFound
 from mirror.upstreams import UpstreamInfo, upstreams_of_kind
 
-from . import blobs, manifests, routing, tags
+from . import blobs, links, manifests, routing, tags
 from .errors import RegistryError
 from .formats import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     INDEX_TYPES,
+    MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
     accept_key,
     parse_manifest,
 )
-from .manifests import ManifestAnswer
 from .models import Manifest, Tag, TagHistory
 from .names import check_digest, check_name, check_tag
 
@@ -247,18 +250,16 @@ def _is_attestation(descriptor: dict[str, Any]) -> bool:
     )
 
 
-def _roots(parsed: ImageReference, refresh: bool) -> Iterator[ManifestAnswer]:
-    """The top manifests to warm: the digest's, or what the tag points to for each Accept
+def _roots(parsed: ImageReference, refresh: bool) -> Iterator[Manifest]:
+    """The top manifests to warm: the digest's, or what the tag points to under each Accept
     list (the same manifest, normally)."""
     route = parsed.route
     if parsed.digest:
-        yield manifests.by_digest(route, parsed.digest, head=False)
+        yield _manifest(route, parsed.digest)
         return
     assert parsed.tag is not None
-    first = tags.by_tag(route, parsed.tag, CONTAINERS_IMAGE_ACCEPT, head=False, revalidate=refresh)
-    yield first
-    seen = {first.digest}
-    for accept, required in _other_accepts(route, parsed.tag):
+    seen = set()
+    for accept, required in _accepts(route, parsed.tag):
         try:
             answer = tags.by_tag(route, parsed.tag, accept, head=True, revalidate=refresh)
         except UpstreamNotFound:
@@ -270,15 +271,23 @@ def _roots(parsed: ImageReference, refresh: bool) -> Iterator[ManifestAnswer]:
             continue
         if answer.digest not in seen:
             seen.add(answer.digest)
-            yield manifests.by_digest(route, answer.digest, head=False)
+            yield _manifest(route, answer.digest)
 
 
-def _other_accepts(route: routing.Route, tag: str) -> Iterator[tuple[list[str], bool]]:
-    """Accept lists to warm the tag under besides containers/image's (the GET): containerd's,
-    then those other clients used for this tag already; with whether the tag must exist
-    under it."""
-    keys = {accept_key(CONTAINERS_IMAGE_ACCEPT)}
-    for accept in CLIENT_ACCEPTS[1:]:
+def _manifest(route: routing.Route, digest: str) -> Manifest:
+    """A manifest stored and confirmed under this name, else fetched under it (once for
+    concurrent callers), without counting a pull."""
+    manifest = manifests.stored(digest)
+    if manifest is not None and links.is_linked(route, digest, MANIFEST):
+        return manifest
+    return manifests.fetch_by_digest(route, digest)
+
+
+def _accepts(route: routing.Route, tag: str) -> Iterator[tuple[list[str], bool]]:
+    """Accept lists to warm the tag under: the real clients', then those other clients used
+    for this tag already; with whether the tag must exist under it."""
+    keys = set()
+    for accept in CLIENT_ACCEPTS:
         keys.add(accept_key(accept))
         yield accept, True
     known = Tag.objects.filter(
@@ -298,22 +307,21 @@ class _Warmer:
         self.blobs: dict[str, int] = {}  # digest -> size, in manifest order
         self._manifests: set[str] = set()
 
-    def plan(self, answer: ManifestAnswer) -> None:
+    def plan(self, manifest: Manifest) -> None:
         """Take in a manifest: an index's chosen children (fetched now), or an image's
         config and layers (counted into the total, fetched by `fetch_blobs`)."""
-        if answer.digest in self._manifests:
+        if manifest.digest in self._manifests:
             return
-        self._manifests.add(answer.digest)
-        assert answer.body is not None
-        parsed = parse_manifest(answer.body, answer.media_type)
+        self._manifests.add(manifest.digest)
+        body = bytes(manifest.body)
+        parsed = parse_manifest(body, manifest.media_type)
         if parsed.media_type in INDEX_TYPES:
             for descriptor in parsed.descriptors:
                 if self._wanted(descriptor):
                     self.progress.check()
-                    child = manifests.by_digest(self.route, descriptor["digest"], head=False)
-                    self.plan(child)
+                    self.plan(_manifest(self.route, descriptor["digest"]))
             return
-        document = json.loads(answer.body)
+        document = json.loads(body)
         for descriptor in (document["config"], *document["layers"]):
             if descriptor["digest"] not in self.blobs:
                 self.blobs[descriptor["digest"]] = descriptor["size"]

@@ -162,6 +162,15 @@ def test_a_job_warms_one_platform_and_clients_pull_it_with_every_upstream_stoppe
     assert index["manifests"][0]["digest"] == single.digest
     ctr_pull(containerd, env.server, tmp_path, "docker.io/library/pwmulti:1")
 
+    # Pulls are counted (for the popular refresh), the prewarm was not: podman's GET of the
+    # tag is its one pull (containerd asked with HEAD).
+    def pulls() -> list[int]:
+        tags = env.api("GET", "/api/v1/tags/?search=pwmulti").json()["results"]
+        return [tag["pull_count"] for tag in tags]
+
+    wait_for(lambda: pulls() != [0], 10, "the pull counted")
+    assert pulls() == [1]
+
 
 def test_b_a_prewarm_racing_a_client_pull_fetches_the_blob_once(
     env: PrewarmEnv, upstreams: Upstreams
