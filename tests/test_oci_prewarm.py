@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mirror.ecosystems import InvalidReference
 from registries import warm
 from tests.conftest import Upstreams
 from tests.mirror_server import MirrorServer
@@ -114,6 +115,102 @@ def ctr_pull(socket: str, server: MirrorServer, tmp_path: Path, ref: str) -> Non
     args += ["--hosts-dir", str(tmp_path / "certs.d"), ref]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture
+def routes(db: None) -> Iterator[dict[str, int]]:
+    """Upstreams in the test database, as pulls route them: hub (docker.io, the default) and
+    ghcr (ghcr.io); their ids by name."""
+    from mirror import upstreams
+    from mirror.models import Upstream
+
+    ids = {
+        "hub": Upstream.objects.create(
+            name="hub", kind="oci", url="http://hub.invalid", prefix="docker.io", is_default=True
+        ).pk,
+        "ghcr": Upstream.objects.create(
+            name="ghcr", kind="oci", url="http://ghcr.invalid", prefix="ghcr.io"
+        ).pk,
+    }
+    upstreams.forget()
+    yield ids
+    upstreams.forget()
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("reference", "normalized", "upstream"),
+    [
+        ("alpine", "alpine:latest", "hub"),
+        ("alpine:3.19", "alpine:3.19", "hub"),
+        ("library/alpine:3.19", "alpine:3.19", "hub"),
+        ("docker.io/library/alpine:3.19", "alpine:3.19", "hub"),
+        ("docker.io/bitnami/redis:7", "bitnami/redis:7", "hub"),
+        ("ghcr.io/acme/tool:v1", "ghcr.io/acme/tool:v1", "ghcr"),
+        (f"nginx@{DIGEST}", f"nginx@{DIGEST}", "hub"),
+        (f"ghcr.io/acme/tool:v1@{DIGEST}", f"ghcr.io/acme/tool:v1@{DIGEST}", "ghcr"),
+    ],
+)
+def test_references_are_routed_and_written_as_clients_write_them(
+    routes: dict[str, int], reference: str, normalized: str, upstream: str
+) -> None:
+    target = warm.ImageEcosystem().resolve(reference)
+    assert (target.reference, target.upstream_id) == (normalized, routes[upstream])
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("", "1 to 512 characters"),
+        ("Alpine:3.19", "invalid repository name"),
+        ("localhost:5000/alpine:1", "invalid repository name"),
+        ("alpine:bad!tag", "invalid tag"),
+        ("alpine:", "invalid tag"),
+        ("nginx@sha256:123", "digest"),
+        ("nginx@", "digest"),
+    ],
+)
+def test_bad_references_are_refused_with_a_reason(
+    routes: dict[str, int], reference: str, message: str
+) -> None:
+    with pytest.raises(InvalidReference, match=message):
+        warm.ImageEcosystem().resolve(reference)
+
+
+@pytest.mark.django_db
+def test_a_name_no_upstream_serves_is_refused() -> None:
+    from mirror import upstreams
+
+    upstreams.forget()
+    with pytest.raises(InvalidReference, match="no upstream serves this name"):
+        warm.ImageEcosystem().resolve("alpine:3.19")
+
+
+@pytest.mark.parametrize(
+    ("platform", "descriptor", "matches"),
+    [
+        ("linux/amd64", {"os": "linux", "architecture": "amd64"}, True),
+        ("linux/amd64", {"os": "linux", "architecture": "arm64"}, False),
+        ("linux/x86_64", {"os": "linux", "architecture": "amd64"}, True),
+        ("linux/arm64", {"os": "linux", "architecture": "arm64", "variant": "v8"}, True),
+        ("linux/arm64/v8", {"os": "linux", "architecture": "arm64"}, True),
+        ("linux/arm/v7", {"os": "linux", "architecture": "arm", "variant": "v6"}, False),
+        ("linux/arm", {"os": "linux", "architecture": "arm", "variant": "v6"}, True),
+        ("windows/amd64", {"os": "linux", "architecture": "amd64"}, False),
+    ],
+)
+def test_platforms_match_index_descriptors(
+    platform: str, descriptor: dict[str, str], matches: bool
+) -> None:
+    assert warm.parse_platform(platform).matches(descriptor) is matches
+
+
+@pytest.mark.parametrize("platform", ["linux", "linux/", "/amd64", "linux/amd64/v8/x", "a b/c"])
+def test_bad_platforms_are_refused(platform: str) -> None:
+    with pytest.raises(InvalidReference, match="expected os/architecture"):
+        warm.parse_platform(platform)
 
 
 def test_a_job_warms_one_platform_and_clients_pull_it_with_every_upstream_stopped(
