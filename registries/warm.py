@@ -39,6 +39,7 @@ from .formats import (
     MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Parsed,
     accept_key,
     parse_manifest,
 )
@@ -250,6 +251,14 @@ def _is_attestation(descriptor: dict[str, Any]) -> bool:
     )
 
 
+def _offers(index: Parsed) -> str:
+    names = sorted(
+        {platform_name(d["platform"]) for d in index.descriptors if "platform" in d}
+        - {"unknown/unknown"}
+    )
+    return f"the index has {', '.join(names)}" if names else "the index names no platforms"
+
+
 def _roots(parsed: ImageReference, refresh: bool) -> Iterator[Manifest]:
     """The top manifests to warm: the digest's, or what the tag points to under each Accept
     list (the same manifest, normally)."""
@@ -316,10 +325,12 @@ class _Warmer:
         body = bytes(manifest.body)
         parsed = parse_manifest(body, manifest.media_type)
         if parsed.media_type in INDEX_TYPES:
-            for descriptor in parsed.descriptors:
-                if self._wanted(descriptor):
-                    self.progress.check()
-                    self.plan(_manifest(self.route, descriptor["digest"]))
+            wanted = [d for d in parsed.descriptors if self._wanted(d)]
+            if self.platforms and not wanted:
+                raise InvalidReference(f"no image for the platforms asked; {_offers(parsed)}")
+            for descriptor in wanted:
+                self.progress.check()
+                self.plan(_manifest(self.route, descriptor["digest"]))
             return
         document = json.loads(body)
         for descriptor in (document["config"], *document["layers"]):

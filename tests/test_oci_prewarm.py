@@ -349,6 +349,12 @@ def test_d_a_job_for_cached_content_finishes_in_milliseconds(
     assert seconds(item) < 0.5, item  # about 0.05 s here, 0.1 s on a busy machine
     assert upstreams.hub.requests == []
 
+    elsewhere = env.wait_job(env.prewarm(images=["pwcached:1"], platforms=["linux/s390x"])["id"])
+    assert elsewhere["status"] == "failed"
+    assert elsewhere["items"][0]["error"] == (
+        "no image for the platforms asked; the index has linux/amd64, linux/arm64"
+    )
+
 
 def test_e_beat_refreshes_always_warm_and_popular_tags(
     env: PrewarmEnv, upstreams: Upstreams
