@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import re
 import threading
+import time
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -23,8 +24,10 @@ from .models import UpstreamBudget
 log = logging.getLogger(__name__)
 
 _VALUE = re.compile(r"^\s*(\d+)\s*(?:;\s*w\s*=\s*(\d+))?")
-# What this process last wrote per upstream, to skip writes that change nothing.
-_written: dict[int, tuple[int | None, int | None, int | None]] = {}
+# What this process last wrote per upstream and when, to skip writes that change nothing; a
+# value is written again after REWRITE_SECONDS, since other processes write the same row.
+REWRITE_SECONDS = 5.0
+_written: dict[int, tuple[tuple[int | None, int | None, int | None], float]] = {}
 _lock = threading.Lock()
 
 
@@ -43,16 +46,17 @@ def observe(
     limit, window = _parse(headers.get("ratelimit-limit"))
     remaining, window2 = _parse(headers.get("ratelimit-remaining"))
     blocked = None
-    if status == 429:
+    if status == 429:  # the wait is the Retry-After's (a minute when it names none)
         blocked = timezone.now() + dt.timedelta(seconds=retry_after or 60)
-        remaining = 0 if remaining is None else remaining
     if limit is None and remaining is None and blocked is None:
         return
     seen = (limit, remaining, window or window2)
+    now = time.monotonic()
     with _lock:
-        if blocked is None and _written.get(upstream_id) == seen:
+        last = _written.get(upstream_id)
+        if blocked is None and last and last[0] == seen and now - last[1] < REWRITE_SECONDS:
             return
-        _written[upstream_id] = seen
+        _written[upstream_id] = (seen, now)
     values: dict[str, object] = {"updated": timezone.now()}
     if limit is not None:
         values["limit"] = limit

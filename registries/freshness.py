@@ -32,7 +32,7 @@ from mirror.models import StoredObject
 from mirror.storage import get_storage
 from mirror.upstreams import upstreams_of_kind
 
-from . import manifests, tags
+from . import links, manifests, tags
 from .formats import BLOB, MANIFEST
 from .models import Link, Manifest, Repository, Tag, TagHistory, TagPin
 from .routing import Route
@@ -183,6 +183,7 @@ def purge_repository(repository: Repository) -> RepositoryPurge:
         tag_count = Tag.objects.filter(repository=repository).values("name").distinct().count()
         documents.purge("oci-tags", key_prefix=_tags_list_prefix(repository))
         repository.delete()  # links, tags, pins and history go with it
+        links.forget(repository.upstream_id, repository.name)
         digests = {digest for digest, _ in linked}
         shared = set(Link.objects.filter(digest__in=digests).values_list("digest", "kind"))
         alone = linked - shared

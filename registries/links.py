@@ -8,8 +8,8 @@ the upstream answered for that name:
   not in the repository.
 - a blob it answered 200 for under that name.
 A repository row is written with its first link, never for a name the upstream has not
-confirmed. Links are never removed (an upstream deleting content later is not a reason to
-stop serving what it once confirmed, as with a cached tag).
+confirmed. Links are not removed when the upstream deletes content (that is no reason to stop
+serving what it once confirmed, as with a cached tag); an operator's purge removes them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from .models import Link, Manifest, Repository
 from .routing import Route
 
 # Confirmed links seen by this process: a warm request checks its link without a query.
-# Links are never removed, so entries never go stale; the set (some 300 bytes an entry) is
-# cleared when full, and refills at one indexed query per link.
+# Only a purge removes links (`forget`, in the purging process; another process may go on
+# believing a purged link, which only means it asks the upstream for content under a name the
+# upstream once confirmed); the set (some 300 bytes an entry) is cleared when full, and
+# refills at one indexed query per link.
 _KNOWN_MAX = 20_000
 _known: set[tuple[int, str, str, str]] = set()
 _lock = threading.Lock()
@@ -38,6 +40,12 @@ def _remember(keys: Iterable[tuple[int, str, str, str]]) -> None:
         if len(_known) > _KNOWN_MAX:
             _known.clear()
         _known.update(keys)
+
+
+def forget(upstream_id: int, name: str) -> None:
+    """Drop this process's memory of a purged repository's links."""
+    with _lock:
+        _known.difference_update([k for k in _known if k[:2] == (upstream_id, name)])
 
 
 def is_linked(route: Route, digest: str, kind: str) -> bool:
