@@ -28,10 +28,19 @@ run: $(BIN)/.runtime
 	$(BIN)/python manage.py load_mirror_config
 	$(BIN)/python manage.py sweep_fills
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@# The Celery worker (with beat) runs prewarm jobs beside the web server and stops with it.
-	$(BIN)/celery -A config worker --beat --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2} & \
-	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
-	$(BIN)/gunicorn --config config/gunicorn.py config.wsgi
+	@# The Celery worker (with beat) runs prewarm jobs beside the web server. Both run in the
+	@# background so that a signal reaches the trap at once (bash runs no trap while a foreground
+	@# command runs): Ctrl-C, or TERM to make or to this shell, stops both; so does either one
+	@# exiting, with its status. The worker has a session of its own so that it gets exactly one
+	@# TERM, from the trap (a second one during its warm shutdown can hang it), not also the
+	@# terminal's Ctrl-C. Broker: REDIS_URL, else files under MIRROR_DATA_DIR/broker.
+	setsid $(BIN)/celery -A config worker --beat --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2} & \
+	worker=$$!; \
+	$(BIN)/gunicorn --config config/gunicorn.py config.wsgi & \
+	web=$$!; \
+	trap 'kill -TERM $$web $$worker 2>/dev/null; wait $$web $$worker; exit 143' INT TERM; \
+	wait -n $$web $$worker; status=$$?; \
+	kill -TERM $$web $$worker 2>/dev/null; wait $$web $$worker; exit $$status
 
 # Installs missing Debian packages when running as root on Debian (CI, fresh machines).
 test-debs:
