@@ -232,11 +232,11 @@ class PrewarmStartForm(forms.Form):
         return platforms
 
     def specs(self) -> list[prewarm.ItemSpec]:
-        return [
-            prewarm.ItemSpec(kind, line.strip())
-            for kind, field in (("image", "images"), ("module", "modules"))
-            for line in self.cleaned_data[field].splitlines()
-            if line.strip()
+        platforms = tuple(self.cleaned_data.get("platforms") or ())
+        images = self.cleaned_data.get("images", "").splitlines()
+        modules = self.cleaned_data.get("modules", "").splitlines()
+        return [prewarm.ItemSpec("image", r.strip(), platforms) for r in images if r.strip()] + [
+            prewarm.ItemSpec("module", r.strip()) for r in modules if r.strip()
         ]
 
     def clean(self) -> dict:
