@@ -148,7 +148,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["mirror.api.auth.HasScope"],
     "DEFAULT_SCHEMA_CLASS": "mirror.api.schema.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "mirror.api.pagination.Pagination",
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": [],
     "EXCEPTION_HANDLER": "mirror.api.errors.exception_handler",
@@ -163,8 +164,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "SECURITY": [{"bearerAuth": []}],
-    "APPEND_COMPONENTS": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "mirror.models.JobStatus",
+        "ItemStatusEnum": "mirror.models.ItemStatus",
+    },
 }
 
 LOGGING = {

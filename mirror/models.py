@@ -291,3 +291,8 @@ class QuarantinedObject(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+# Module-level names of the status choices, for the OpenAPI enum names (SPECTACULAR_SETTINGS).
+JobStatus = PrewarmJob.Status
+ItemStatus = PrewarmItem.Status

@@ -139,7 +139,7 @@ def stalled_items(older_than: float) -> list[int]:
 
 def cancel(job: PrewarmJob) -> PrewarmJob:
     """Stop a job: queued items end now, running ones at their next progress check."""
-    PrewarmJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    PrewarmJob.objects.filter(pk=job.pk, finished__isnull=True).update(cancel_requested=True)
     job.items.filter(status=Status.QUEUED).update(status=Status.CANCELLED, finished=timezone.now())
     update_job(job.pk)
     job.refresh_from_db()
@@ -149,6 +149,8 @@ def cancel(job: PrewarmJob) -> PrewarmJob:
 def update_job(job_id: int) -> None:
     """Derive the job's status from its items'."""
     job = PrewarmJob.objects.get(pk=job_id)
+    if job.finished is not None:
+        return  # an ended job keeps its status (a late cancel changes nothing)
     counts = Counter(job.items.values_list("status", flat=True))
     total = sum(counts.values())
     ended = sum(counts[s] for s in ENDED)

@@ -65,6 +65,7 @@ class MirrorServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.manage("migrate", "--noinput")
         self.manage("load_mirror_config")
+        self.manage("collectstatic", "--noinput", "--verbosity", "0")
 
     def start(self) -> MirrorServer:
         self.manage("sweep_fills")
