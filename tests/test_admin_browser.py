@@ -20,7 +20,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from mirror.models import ApiToken, PrewarmItem, PrewarmJob, Upstream, UpstreamBudget
+from mirror.models import AlwaysWarm, ApiToken, PrewarmItem, PrewarmJob, Upstream, UpstreamBudget
 from tests.conftest import Upstreams, write_config
 from tests.mirror_server import MirrorServer
 from tests.support.worker import CeleryWorker, redis_url
@@ -123,6 +123,13 @@ def test_token_is_shown_once_and_can_be_revoked(admin_client: Client) -> None:
     assert ApiToken.objects.get(pk=row.pk).revoked
 
 
+def test_always_warm_refuses_what_cannot_be_warmed(admin_client: Client) -> None:
+    data = {"kind": "image", "reference": "Bad Name!!", "platforms": "[]", "enabled": "on"}
+    answer = admin_client.post("/admin/mirror/alwayswarm/add/", data)
+    assert answer.status_code == 200 and "errorlist" in answer.content.decode()
+    assert not AlwaysWarm.objects.exists()
+
+
 def test_upstream_list_shows_its_budget(admin_client: Client) -> None:
     hub = Upstream.objects.create(name="hub", kind="oci", url="https://r.example", prefix="d.io")
     until = timezone.now() + timezone.timedelta(minutes=5)
@@ -146,7 +153,6 @@ def served(tmp_path: Path, upstreams: Upstreams) -> Iterator[MirrorServer]:
     config = write_config(tmp_path / "mirror.yml", upstreams)
     server = MirrorServer(tmp_path / "var", config, REDIS_URL=redis_url())
     server.setup()
-    server.manage("collectstatic", "--noinput", "--verbosity", "0")  # as `make run` does
     server.env.update(DJANGO_SUPERUSER_PASSWORD=PASSWORD)
     server.manage("createsuperuser", "--noinput", "--username", "ops", "--email", "o@x.test")
     with CeleryWorker(server.env, tmp_path / "worker.log"):
