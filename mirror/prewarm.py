@@ -84,7 +84,8 @@ def create_job(
                 kind=spec.kind,
                 reference=target.reference,
                 upstream_id=target.upstream_id,
-                platforms=list(spec.platforms),
+                # An item's own platforms, else the job's ([]: all).
+                platforms=list(spec.platforms or platforms or []),
             )
             for spec, target in resolved
         )

@@ -8,6 +8,8 @@ tests) can rely on the status codes:
 - 403 where the operation needs more than the "read" scope (a read token, or a staff session
   without its CSRF token);
 - 404 on paths naming an object;
+- 414 everywhere, in plain text: the server (config/worker.py) refuses a request line over
+  gunicorn's limit before the API sees it;
 - 503 everywhere: the database or the task queue is unavailable.
 """
 
@@ -38,6 +40,12 @@ VALIDATION_ERROR = {
             {"type": "string"},
         ]
     },
+}
+
+
+TOO_LONG = {
+    "description": "The request line is longer than the server accepts (4094 bytes).",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
 }
 
 
@@ -108,6 +116,7 @@ class AutoSchema(openapi.AutoSchema):
             errors["404"] = ErrorSerializer
         for code, body in sorted(errors.items()):
             responses.setdefault(code, self._get_response_for_code(body, code))
+        responses.setdefault("414", TOO_LONG)
         return responses
 
     def _validation_error_schema(self) -> dict[str, Any]:
