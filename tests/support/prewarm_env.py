@@ -74,49 +74,17 @@ class PrewarmEnv:
         if modules:
             body["modules"] = modules
         response = self.api("POST", "/api/v1/prewarm/", json=body)
-        if response.status_code in (404, 405):  # TEMPORARY until the API lands
-            return self._shell_create(images or [], modules or [], platforms)
         assert response.status_code == 201, response.text[:2000]
         return response.json()
 
-    def _shell_create(self, images, modules, platforms):  # TEMPORARY
-        plats = [] if platforms == "all" else platforms
-        code = (
-            "from mirror import prewarm;"
-            f"specs=[prewarm.ItemSpec('image', r, tuple({plats!r})) for r in {images!r}]"
-            f"+[prewarm.ItemSpec('module', r) for r in {modules!r}];"
-            "print(prewarm.create_job(specs, source='api', requested_by='tests').pk)"
-        )
-        return self.job(int(self.shell(code)))
-
     def job(self, job_id: int) -> dict[str, Any]:
         response = self.api("GET", f"/api/v1/prewarm/{job_id}/")
-        if response.status_code == 404:  # TEMPORARY until the API lands
-            import json
-
-            code = (
-                "import json;from mirror.models import PrewarmJob as J;"
-                f"j=J.objects.get(pk={job_id});"
-                "f=lambda d: d.isoformat() if d else None;"
-                "print(json.dumps({'id': j.pk, 'status': j.status, 'items': [{'id': i.pk,"
-                "'reference': i.reference, 'status': i.status, 'bytes_done': i.bytes_done,"
-                "'bytes_total': i.bytes_total, 'error': i.error, 'started': f(i.started),"
-                "'finished': f(i.finished)} for i in j.items.all()]}))"
-            )
-            return json.loads(self.shell(code))
         assert response.status_code == 200, response.text[:2000]
         return response.json()
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         response = self.api("POST", f"/api/v1/prewarm/{job_id}/cancel/")
-        if response.status_code == 404:  # TEMPORARY until the API lands
-            code = (
-                "from mirror import prewarm;from mirror.models import PrewarmJob as J;"
-                f"prewarm.cancel(J.objects.get(pk={job_id}))"
-            )
-            self.shell(code)
-            return self.job(job_id)
-        assert response.status_code in (200, 202), response.text[:2000]
+        assert response.status_code == 200, response.text[:2000]
         return response.json()
 
     def wait_job(
