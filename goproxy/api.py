@@ -134,7 +134,6 @@ class ModuleVersionViewSet(
     """Cached Go module versions, most downloaded first."""
 
     serializer_class = ModuleVersionSerializer
-    lookup_value_regex = "[0-9]{1,18}"
     required_scopes = {"destroy": "admin"}
 
     def get_queryset(self) -> QuerySet[ModuleVersion]:
