@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,7 +93,12 @@ def run_schemathesis(server: MirrorServer, token: str, phases: str, examples: in
         "all",
         "--no-color",
     ]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=240, check=False)
+    # In a folder of its own: schemathesis keeps the failures it found in ./.schemathesis and
+    # replays them on its next run there; each run must stand alone.
+    with tempfile.TemporaryDirectory() as folder:
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=240, check=False, cwd=folder
+        )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"schemathesis found problems:\n{output[-20000:]}"
     assert "No issues found" in output or "passed" in output, output[-5000:]
