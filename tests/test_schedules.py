@@ -69,7 +69,9 @@ def test_an_operators_edits_are_kept_by_the_next_migrate() -> None:
     assert _schedule("mirror.refresh_popular").interval == quarter
     kept = _schedule("mirror.reverify")  # one row only, renamed and disabled
     assert (kept.name, kept.enabled) == ("nightly check", False)
-    assert PeriodicTask.objects.filter(task__startswith="mirror.").count() == len(schedules.DEFAULTS)
+    assert PeriodicTask.objects.filter(task__startswith="mirror.").count() == len(
+        schedules.DEFAULTS
+    )
 
 
 def test_a_deleted_default_comes_back_from_the_settings(settings) -> None:
