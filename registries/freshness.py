@@ -32,7 +32,7 @@ from mirror.models import StoredObject
 from mirror.storage import get_storage
 from mirror.upstreams import upstreams_of_kind
 
-from . import links, manifests, tags
+from . import links, manifests, pins, tags
 from .formats import BLOB, MANIFEST
 from .models import Link, Manifest, Repository, Tag, TagHistory, TagPin
 from .routing import Route
@@ -82,6 +82,7 @@ def pin(repository: Repository, name: str, digest: str, by: str = "") -> TagPin:
     row, _ = TagPin.objects.update_or_create(
         repository=repository, name=name, defaults={"digest": digest, "pinned_by": by[:150]}
     )
+    pins.forget()
     log.info("tag %s:%s pinned to %s by %s", repository, name, digest, by or "?")
     return row
 
@@ -89,6 +90,7 @@ def pin(repository: Repository, name: str, digest: str, by: str = "") -> TagPin:
 def unpin(repository: Repository, name: str) -> bool:
     """Remove the tag's pin; False when it had none."""
     removed = TagPin.objects.filter(repository=repository, name=name).delete()[0] > 0
+    pins.forget()
     if removed:
         log.info("tag %s:%s unpinned", repository, name)
     return removed
@@ -172,6 +174,7 @@ def purge_tag(repository: Repository, name: str) -> int:
         removed = Tag.objects.filter(repository=repository, name=name).delete()[0]
         TagPin.objects.filter(repository=repository, name=name).delete()
         TagHistory.objects.filter(repository=repository, name=name).delete()
+    pins.forget()
     log.info("tag %s:%s purged", repository, name)
     return removed
 
@@ -190,6 +193,7 @@ def purge_repository(repository: Repository) -> RepositoryPurge:
         manifest_count = Manifest.objects.filter(
             digest__in=[d for d, k in alone if k == MANIFEST]
         ).delete()[0]
+    pins.forget()
     blob_digests = [d for d, k in alone if k == BLOB]
     deleted, in_use = _delete_blobs(blob_digests)
     log.info(

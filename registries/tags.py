@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from mirror import budgets, singleflight, stats
@@ -19,10 +18,10 @@ from mirror.digests import InvalidDigest, parse_digest
 from mirror.errors import UpstreamError, UpstreamInvalid, UpstreamNotFound
 from mirror.http import client_for
 
-from . import links, manifests
+from . import links, manifests, pins
 from .formats import MANIFEST, MANIFEST_TYPES, accept_key, media_type_of, upstream_accept
 from .manifests import ManifestAnswer
-from .models import Manifest, Tag, TagHistory, TagPin
+from .models import Manifest, Tag, TagHistory
 from .routing import Route
 
 
@@ -39,8 +38,7 @@ def by_tag(
     """
     key = accept_key(accept)
     tag = _cached(route, name, key)
-    pinned = tag.pinned if tag is not None else _pin(route, name)
-    if pinned:
+    if pinned := pins.pinned(route.upstream.id, route.repository, name):
         return _pinned_answer(route, tag, pinned, head)
     cache = "HIT"
     if tag is None or revalidate or not _fresh(route, tag):
@@ -102,32 +100,12 @@ def _ask(
 
 
 def _cached(route: Route, name: str, key: str) -> Tag | None:
-    """The tag's row for these types, with its pin's digest (`pinned`, or None) in the same
-    query: a warm request costs one query."""
-    pins = TagPin.objects.filter(repository=OuterRef("repository"), name=name)
-    return (
-        Tag.objects.filter(
-            repository__upstream_id=route.upstream.id,
-            repository__name=route.repository,
-            name=name,
-            accept_key=key,
-        )
-        .annotate(pinned=Subquery(pins.values("digest")[:1]))
-        .first()
-    )
-
-
-def _pin(route: Route, name: str) -> str | None:
-    """The digest this tag is pinned to (looked up alone when no row is cached)."""
-    return (
-        TagPin.objects.filter(
-            repository__upstream_id=route.upstream.id,
-            repository__name=route.repository,
-            name=name,
-        )
-        .values_list("digest", flat=True)
-        .first()
-    )
+    return Tag.objects.filter(
+        repository__upstream_id=route.upstream.id,
+        repository__name=route.repository,
+        name=name,
+        accept_key=key,
+    ).first()
 
 
 def _pinned_answer(route: Route, tag: Tag | None, digest: str, head: bool) -> ManifestAnswer:
