@@ -83,6 +83,7 @@ def pin(repository: Repository, name: str, digest: str, by: str = "") -> TagPin:
         repository=repository, name=name, defaults={"digest": digest, "pinned_by": by[:150]}
     )
     pins.forget()
+    tags.forget()
     log.info("tag %s:%s pinned to %s by %s", repository, name, digest, by or "?")
     return row
 
@@ -91,6 +92,7 @@ def unpin(repository: Repository, name: str) -> bool:
     """Remove the tag's pin; False when it had none."""
     removed = TagPin.objects.filter(repository=repository, name=name).delete()[0] > 0
     pins.forget()
+    tags.forget()
     if removed:
         log.info("tag %s:%s unpinned", repository, name)
     return removed
@@ -139,6 +141,7 @@ def refresh_tag(repository: Repository, name: str, *, now: bool) -> int:
     keys = [key for key in rows.values_list("accept_key", flat=True) if key] or ["*"]
     for key in keys:
         tags.revalidate(route, name, [] if key == "*" else key.split(","))
+    tags.forget()
     return len(keys)
 
 
@@ -156,7 +159,9 @@ def _expire(rows: QuerySet[Tag], route: Route) -> int:
     """Back-date the rows' confirmation to just past the TTL: the next pull revalidates, and
     the answer can still be served stale (within stale_max_age) if the upstream fails."""
     expired = timezone.now() - dt.timedelta(seconds=route.upstream.tag_ttl + 1)
-    return rows.update(fetched_at=Least(F("fetched_at"), expired))
+    count = rows.update(fetched_at=Least(F("fetched_at"), expired))
+    tags.forget()
+    return count
 
 
 def _tags_list_prefix(repository: Repository) -> str:
@@ -175,6 +180,7 @@ def purge_tag(repository: Repository, name: str) -> int:
         TagPin.objects.filter(repository=repository, name=name).delete()
         TagHistory.objects.filter(repository=repository, name=name).delete()
     pins.forget()
+    tags.forget()
     log.info("tag %s:%s purged", repository, name)
     return removed
 
@@ -194,6 +200,7 @@ def purge_repository(repository: Repository) -> RepositoryPurge:
             digest__in=[d for d, k in alone if k == MANIFEST]
         ).delete()[0]
     pins.forget()
+    tags.forget()
     blob_digests = [d for d, k in alone if k == BLOB]
     deleted, in_use = _delete_blobs(blob_digests)
     log.info(

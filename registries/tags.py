@@ -10,13 +10,16 @@ instead of the upstream until it is removed (registries/freshness.py).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 
 from mirror import budgets, singleflight, stats
 from mirror.digests import InvalidDigest, parse_digest
 from mirror.errors import UpstreamError, UpstreamInvalid, UpstreamNotFound
 from mirror.http import client_for
+from mirror.memo import Memo
 
 from . import links, manifests, pins
 from .formats import MANIFEST, MANIFEST_TYPES, accept_key, media_type_of, upstream_accept
@@ -37,8 +40,12 @@ def by_tag(
         UpstreamError: the upstream failed and no answer younger than `stale_max_age` exists.
     """
     key = accept_key(accept)
+    pinned = pins.pinned(route.upstream.id, route.repository, name)
+    memo_key = (route.upstream.id, route.repository, name, key)
+    if not pinned and not revalidate and (known := _warm.get(memo_key)) is not None:
+        return _from_memo(known, head)
     tag = _cached(route, name, key)
-    if pinned := pins.pinned(route.upstream.id, route.repository, name):
+    if pinned:
         return _pinned_answer(route, tag, pinned, head)
     cache = "HIT"
     if tag is None or revalidate or not _fresh(route, tag):
@@ -60,10 +67,57 @@ def by_tag(
         manifest, cache = manifests.fetch_by_digest(route, tag.digest), "MISS"
         if (tag.media_type, tag.size) != (manifest.media_type, manifest.size):
             Tag.objects.filter(pk=tag.pk).update(media_type=manifest.media_type, size=manifest.size)
-    stats.record("registries.Tag", pk=tag.pk)
-    stats.record("registries.Repository", pk=tag.repository_id)
-    stats.record("registries.Manifest", digest=manifest.digest)
+    if cache != "STALE":
+        _remember(memo_key, route, tag, manifest)
+    _count(tag.pk, tag.repository_id, manifest.digest)
     return manifests.answer(manifest, cache, head=False)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A tag's warm answer: what a HEAD and a GET return, and the rows a GET counts."""
+
+    head: ManifestAnswer
+    get: ManifestAnswer
+    tag_id: int
+    repository_id: int
+
+
+# Warm answers by (upstream, repository, tag, accept key), so that a warm request costs no
+# query: kept while the tag is fresh, at most MIRROR_UPSTREAM_CACHE_SECONDS (the time within
+# which other processes' changes apply), cleared by `forget` after a change in this process.
+_warm = Memo(maxsize=4096)
+MEMO_MAX_BODY = 256 * 1024
+
+
+def forget() -> None:
+    """Drop the warm answers (a tag or repository was purged, pinned or refreshed here)."""
+    _warm.clear()
+
+
+def _remember(
+    memo_key: tuple[int, str, str, str], route: Route, tag: Tag, manifest: Manifest
+) -> None:
+    if manifest.size > MEMO_MAX_BODY:
+        return
+    fresh_for = route.upstream.tag_ttl - (timezone.now() - tag.fetched_at).total_seconds()
+    get = manifests.answer(manifest, "HIT", head=False)
+    head = ManifestAnswer(tag.digest, tag.media_type, tag.size, None, "HIT")
+    seconds = min(fresh_for, settings.MIRROR_UPSTREAM_CACHE_SECONDS)
+    _warm.put(memo_key, _Known(head, get, tag.pk, tag.repository_id), seconds)
+
+
+def _from_memo(known: _Known, head: bool) -> ManifestAnswer:
+    if head:
+        return known.head
+    _count(known.tag_id, known.repository_id, known.get.digest)
+    return known.get
+
+
+def _count(tag_id: int, repository_id: int, digest: str) -> None:
+    stats.record("registries.Tag", pk=tag_id)
+    stats.record("registries.Repository", pk=repository_id)
+    stats.record("registries.Manifest", digest=digest)
 
 
 def revalidate(route: Route, name: str, accept: list[str]) -> Tag:

@@ -154,3 +154,14 @@ def _healthy_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
         proxy.clear_faults()
         if not proxy.running:
             proxy.start()
+
+
+@pytest.fixture(autouse=True)
+def _no_answers_carried_between_tests() -> Iterator[None]:
+    """The in-process caches of warm answers and pins never carry one test's rows into the
+    next (the test database reuses ids)."""
+    yield
+    from registries import pins, tags
+
+    tags.forget()
+    pins.forget()

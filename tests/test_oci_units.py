@@ -3,14 +3,23 @@ referrers tag schema, and how core errors become OCI answers (no server, no upst
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
+import time
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from mirror import stats
 from mirror.errors import Overloaded, StorageFull, UpstreamInvalid, UpstreamUnavailable
-from registries import catalog, formats
+from registries import catalog, formats, freshness, manifests, pins, tags
+from registries.models import Manifest, Repository, Tag
 from registries.referrers import referrers_tag
+from registries.routing import Route
 from registries.views import _domain_error
 from tests.support.oci_servers import OCI_INDEX, OCI_MANIFEST, digest, oci_manifest
 
@@ -91,16 +100,14 @@ def test_an_error_answer_to_head_has_no_body() -> None:
     assert response.content == b"" and int(response["Content-Length"]) > 0
 
 
-@pytest.mark.django_db
-def test_warm_manifest_requests_cost_two_queries_by_tag_and_one_by_digest() -> None:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-    from django.utils import timezone
+ACCEPT = [OCI_INDEX, OCI_MANIFEST]
 
-    from mirror import stats, upstreams
+
+def _warm_tag() -> tuple[Route, Manifest]:
+    """A tag "1" of `warm`, cached and fresh, with its manifest stored and linked."""
+    from mirror import upstreams
     from mirror.models import Upstream
-    from registries import links, manifests, pins, tags
-    from registries.models import Manifest, Tag
+    from registries import links
     from registries.routing import route
 
     Upstream.objects.create(name="hub", kind="oci", url="http://hub.invalid", is_default=True)
@@ -110,22 +117,64 @@ def test_warm_manifest_requests_cost_two_queries_by_tag_and_one_by_digest() -> N
     manifest = Manifest.objects.create(
         digest=digest(body), media_type=OCI_MANIFEST, size=len(body), body=body
     )
-    repository = links.link_manifest(target, manifest)
-    accept = [OCI_INDEX, OCI_MANIFEST]
     Tag.objects.create(
-        repository=repository,
+        repository=links.link_manifest(target, manifest),
         name="1",
-        accept_key=formats.accept_key(accept),
+        accept_key=formats.accept_key(ACCEPT),
         digest=manifest.digest,
         media_type=OCI_MANIFEST,
         size=len(body),
         fetched_at=timezone.now(),
     )
     pins.pinned(target.upstream.id, target.repository, "1")  # read once a period (test_pins)
+    return target, manifest
+
+
+@pytest.mark.django_db
+def test_warm_manifest_requests_cost_two_queries_by_tag_and_one_by_digest() -> None:
+    target, manifest = _warm_tag()
     with CaptureQueriesContext(connection) as by_tag:
-        answer = tags.by_tag(target, "1", accept, head=False)
-    assert (answer.body, answer.cache) == (body, "HIT")
+        answer = tags.by_tag(target, "1", ACCEPT, head=False)
+    assert (answer.body, answer.cache) == (bytes(manifest.body), "HIT")
     with CaptureQueriesContext(connection) as by_digest:
-        assert manifests.by_digest(target, manifest.digest, head=False).body == body
+        assert manifests.by_digest(target, manifest.digest, head=False).body == manifest.body
     assert (len(by_tag), len(by_digest)) == (2, 1)
     stats.flush()  # the counts these requests buffered, while the test database exists
+
+
+@pytest.mark.django_db
+def test_a_warm_tag_is_then_answered_from_memory_until_a_change_here(settings) -> None:
+    settings.MIRROR_UPSTREAM_CACHE_SECONDS = 60
+    target, manifest = _warm_tag()
+    tags.by_tag(target, "1", ACCEPT, head=False)  # learns the answer
+    with CaptureQueriesContext(connection) as warm:
+        answer = tags.by_tag(target, "1", ACCEPT, head=False)
+        head = tags.by_tag(target, "1", ACCEPT, head=True)
+    assert len(warm) == 0
+    assert (answer.body, answer.cache, head.digest, head.body) == (
+        bytes(manifest.body),
+        "HIT",
+        manifest.digest,
+        None,
+    )
+    repository = Repository.objects.get(name=target.repository)
+    freshness.refresh_repository(repository)  # an operator's change in this process
+    # Expired now: revalidated with the upstream (hub.invalid, down: served stale).
+    with CaptureQueriesContext(connection) as after:
+        assert tags.by_tag(target, "1", ACCEPT, head=False).cache == "STALE"
+    assert len(after) > 0
+    stats.flush()
+
+
+@pytest.mark.django_db
+def test_a_tag_is_never_answered_from_memory_past_its_ttl(settings) -> None:
+    settings.MIRROR_UPSTREAM_CACHE_SECONDS = 60
+    target, _ = _warm_tag()
+    Tag.objects.update(fetched_at=timezone.now() - dt.timedelta(seconds=299.9))  # TTL 300
+    tags.by_tag(target, "1", ACCEPT, head=False)
+    time.sleep(0.2)  # past the tag's TTL now
+    # Revalidated with hub.invalid (down, so STALE or an error): not answered from memory.
+    with CaptureQueriesContext(connection) as later, contextlib.suppress(UpstreamUnavailable):
+        tags.by_tag(target, "1", ACCEPT, head=False)
+    assert len(later) > 0
+    stats.flush()
