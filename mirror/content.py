@@ -41,22 +41,50 @@ def wait_seconds() -> float:
     return settings.MIRROR_FILL_LEASE_SECONDS * 2
 
 
-def readable_limit(written: int, end: int | None, verified: bool) -> int:
+def readable_limit(written: int, end: int | None, verified: bool, size: int | None = None) -> int:
     """How far a reader may read now: before verification, never the object's last HOLDBACK
-    bytes nor the last byte of the requested range."""
+    bytes nor the last byte of the requested range. With the size known (the fill refuses a
+    longer body), everything before the last HOLDBACK bytes is readable as it arrives, so a
+    reader keeping up takes whole blocks; else the last HOLDBACK bytes received are held."""
     if verified:
         return written if end is None else min(written, end)
-    limit = written - HOLDBACK
+    limit = written - HOLDBACK if size is None else min(written, size - HOLDBACK)
     return limit if end is None else min(limit, end - 1)
 
 
 @dataclass
 class Source:
-    """An upstream body, opened (status and headers checked) but not yet read."""
+    """An upstream body, opened (status and headers checked) but not yet read: by
+    `readinto(view) -> bytes read, 0 at the end` into the fill's buffer where the body
+    allows it (mirror/http.py's RawBody), else as `chunks`."""
 
     size: int | None
     chunks: Iterator[bytes]
     close: Callable[[], None]
+    readinto: Callable[[memoryview], int] | None = None
+
+    def reader(self) -> Callable[[memoryview], int]:
+        """The body's `readinto`: the source's own, else one over its chunks."""
+        return self.readinto or _ChunkReader(self.chunks).readinto
+
+
+class _ChunkReader:
+    """`readinto` over an iterator of chunks (bodies that cannot be read into a buffer)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._left = memoryview(b"")
+
+    def readinto(self, view: memoryview) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = memoryview(chunk)
+        n = min(len(view), len(self._left))
+        view[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
 
 
 class Verifier(Protocol):
@@ -95,6 +123,20 @@ class StoredContent(Content):
 
     def redirect_url(self) -> str | None:
         return self.storage.presigned_url(self.key) if settings.MIRROR_S3_REDIRECT else None
+
+
+class MemoryContent(Content):
+    """A small object fetched, verified and committed in the request (the short path of
+    mirror/filler.py), served from memory."""
+
+    cache = "MISS"
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.size = data, len(data)
+
+    def open(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        end = self.size if length is None else start + length
+        yield self.data[start:end]
 
 
 def read_chunks(stream: BinaryIO, length: int | None) -> Iterator[bytes]:
@@ -222,7 +264,7 @@ class LocalFollower(SpoolReader):
                 if fill.state == "failed" and not done:
                     assert fill.error is not None
                     raise fill.error
-                limit = readable_limit(fill.written, end, done)
+                limit = readable_limit(fill.written, end, done, fill.size)
                 if limit > pos or done:
                     return limit
                 now = time.monotonic()
@@ -252,7 +294,7 @@ class RemoteFollower(SpoolReader):
             if self._fd is None:
                 self._fd = os.open(self._path, os.O_RDONLY)
             current = os.fstat(self._fd).st_size
-            limit = readable_limit(current, end, self._done)
+            limit = readable_limit(current, end, self._done, self.size)
             if limit > pos or self._done:
                 return limit
             now = time.monotonic()

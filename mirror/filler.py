@@ -1,10 +1,17 @@
 """One fill in this process: the upstream copy, its limits, its end, and its local readers.
 
 A fill is opened by the request that missed (`Fill.open`: the upstream answer, the verifier,
-the storage writer, the published lease), then copied by a thread of its own that hashes each
-chunk, appends it to the writer and wakes the readers; it commits only if the verifier
-accepts the whole body. Readers (`LocalFollower`) read the spool file as it grows, so a client
-that leaves stops nothing, until no client has read for MIRROR_FILL_ABANDON_SECONDS.
+the storage writer, the published lease), then copied by a thread of its own that reads the
+body into a reused buffer, hashes each block, hands it to the readers (in memory) and to a
+store thread that writes it to storage; it commits only if the verifier accepts the whole
+body. Readers (`LocalFollower`) take recent blocks from memory, older ones from the spool
+file, so a client that leaves stops nothing, until no client has read for
+MIRROR_FILL_ABANDON_SECONDS. Storing runs beside the upstream read, not in its way: a slow
+disk or an S3 part upload holds the upstream back only once UNSTORED_BYTES wait for it.
+
+Small objects (a Content-Length under MIRROR_SMALL_OBJECT_BYTES) take a short path in the
+request that missed: read into memory, verified, committed, then served from memory; no
+thread, no spool, no lease renewal, one database write for the commit.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import queue
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +33,7 @@ from django.conf import settings
 from django.db import connection
 
 from . import leases
-from .content import Content, LocalFollower, Source, StoredContent, Verifier
+from .content import Content, LocalFollower, MemoryContent, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
 from .errors import DigestMismatch, MirrorError, StorageFull, UpstreamInvalid, UpstreamUnavailable
 from .models import FillLease, StoredObject
@@ -32,12 +41,21 @@ from .storage import Storage, Writer
 
 log = logging.getLogger(__name__)
 
-# Arriving bytes are written (and readers woken) in batches of this size, or after this long:
-# writing and waking per network read (64 KiB) costs several times more (measured: 64 KiB
-# writes reach 0.5 GB/s on ext4 here, 1 MiB writes 4 GB/s). The first bytes go at once.
-WRITE_BYTES = 1024 * 1024
+# Arriving bytes are handed on (readers woken, storage fed) in blocks of this size, or after
+# this long: waking and writing per network read (64 KiB) costs several times more. The
+# first bytes go at once.
+BLOCK = 1024 * 1024
 WRITE_SECONDS = 0.02
-RECENT_BLOCKS = 8
+# Blocks kept in memory once stored, for readers that keep up (one copy less per byte).
+RECENT_BLOCKS = 4
+# Bytes handed on but not yet stored; beyond this the upstream read waits for storage.
+UNSTORED_BYTES = 16 * 1024 * 1024
+SMALL_OBJECT_BYTES = 256 * 1024
+
+
+def small_object_bytes() -> int:
+    """Bodies announced under this size take the short path (0: none does)."""
+    return getattr(settings, "MIRROR_SMALL_OBJECT_BYTES", SMALL_OBJECT_BYTES)
 
 
 def spool_dir() -> Path:
@@ -117,18 +135,24 @@ class Fill:
         # fail after (the bytes are right; only the cache goes without them).
         self.verified = False
         self.error: MirrorError | None = None
-        self.written = 0
+        self.written = 0  # bytes handed to readers (hashed; in memory or stored)
+        self.stored = 0  # of which the storage writer (and spool) have
         self.size: int | None = None
         # Readers reading now, and since when none has (the abandon budget).
         self.readers = 0
         self.idle_since = time.monotonic()
-        # The last blocks written, as (offset, bytes): readers keeping up take them from here
-        # instead of reading the spool back (one copy less per byte).
-        self.recent: deque[tuple[int, bytes]] = deque(maxlen=RECENT_BLOCKS)
+        # Blocks as (offset, bytes), covering every byte not yet stored and RECENT_BLOCKS
+        # more: readers keeping up take them from here instead of reading the spool back.
+        self.recent: deque[tuple[int, bytes]] = deque()
         self.verifier: Verifier | None = None
         self.writer: Writer | None = None
         self.spool: Path | None = None
         self._spool_file: BinaryIO | None = None
+        # The store thread's work (None: no more) and its failure, if any.
+        self._blocks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._store_error: BaseException | None = None
+        # The whole body of a small object (the short path), once verified.
+        self.memory: bytes | None = None
 
     def open(self, fetch: Callable[[], Source], verifier: Callable[[], Verifier]) -> None:
         """Open the upstream and start the copy thread. On failure the fill has ended (its
@@ -143,10 +167,14 @@ class Fill:
                 )
             self.size = source.size
             self.writer = self.storage.writer(self.key)
+            if source.size is not None and source.size < small_object_bytes():
+                self._fill_in_memory(source)
+                self._end(source, None)
+                return
             self.spool = self.writer.spool_path
             if self.spool is None:
                 self.spool = new_spool()
-                self._spool_file = open(self.spool, "xb")  # noqa: SIM115 - closed in _end
+                self._spool_file = open(self.spool, "xb", buffering=0)  # noqa: SIM115 - closed in _end
             leases.publish(self.lease, str(self.spool), source.size)
             with self.cond:
                 self.state = "streaming"
@@ -161,10 +189,37 @@ class Fill:
                 raise
             raise error from e
 
+    def _fill_in_memory(self, source: Source) -> None:
+        """The short path: the whole body read in this thread, verified, committed."""
+        assert self.writer is not None and self.verifier is not None and self.size is not None
+        buffer = bytearray(self.size + 1)  # one byte more: a longer body shows
+        view, readinto, got = memoryview(buffer), source.reader(), 0
+        while got < len(buffer) and (n := readinto(view[got:])):
+            got += n
+        if got != self.size:
+            raise DigestMismatch(f"{self.key}: got {got} bytes of {self.size}")
+        data = bytes(view[:got])
+        self.verifier.update(data)
+        self.writer.write(data)
+        with _path_of(self.writer, data) as path:
+            self.verifier.verify(got, path)
+        self.writer.commit()
+        _best_effort("index the stored object", self.key, lambda: self._index(got))
+        self.memory, self.written, self.verified = data, got, True
+
     def _copy(self, source: Source) -> None:
         error: MirrorError | None = None
+        store = threading.Thread(target=self._store, name=f"store {self.key[:40]}", daemon=True)
+        store.start()
         try:
-            self._stream(source)
+            try:
+                self._stream(source)
+            finally:
+                self._blocks.put(None)
+                store.join()
+            if self._store_error is not None:
+                raise self._store_error
+            self._verify()
             self._commit()
         except BaseException as e:
             error = _as_error(e, self.key)
@@ -174,41 +229,80 @@ class Fill:
             _best_effort("close its database connection", self.key, connection.close)
 
     def _stream(self, source: Source) -> None:
-        """Copy the upstream body to the writer, within the limits, then verify it."""
-        assert self.writer is not None and self.spool is not None and self.verifier is not None
+        """Read the upstream body into blocks, within the limits, and hand them on."""
         limit = min(n for n in (self.size, self.max_size or None, 1 << 62) if n is not None)
         abandon = settings.MIRROR_FILL_ABANDON_SECONDS
         renew_every = settings.MIRROR_FILL_LEASE_SECONDS / 3
-        renewed = written_at = time.monotonic()
-        received = pending_size = 0
-        pending: list[bytes] = []
-        for chunk in source.chunks:
-            received += len(chunk)
+        renewed = handed_at = time.monotonic()
+        readinto = source.reader()
+        buffer = memoryview(bytearray(BLOCK))
+        filled = received = 0
+        while n := readinto(buffer[filled:]):
+            filled += n
+            received += n
             if received > limit:
                 raise self._too_big(received)
-            self.verifier.update(chunk)
-            pending.append(chunk)
-            pending_size += len(chunk)
             now = time.monotonic()
-            if pending_size >= WRITE_BYTES or now - written_at >= WRITE_SECONDS or not self.written:
-                self._append(pending)
-                pending_size = 0
-                written_at = now
+            if filled == BLOCK or now - handed_at >= WRITE_SECONDS or not self.written:
+                self._hand_on(bytes(buffer[:filled]))
+                filled, handed_at = 0, now
             if now - renewed > renew_every:
                 if not leases.renew(self.lease):
                     raise UpstreamUnavailable("fill lease lost")
                 renewed = now
             if not self.readers and now - self.idle_since > abandon:
                 raise UpstreamUnavailable(f"{self.key}: no client read it for {abandon:g} s")
-        self._append(pending)
+        if filled:
+            self._hand_on(bytes(buffer[:filled]))
         if self.size is not None and self.written != self.size:
             raise DigestMismatch(f"{self.key}: got {self.written} bytes of {self.size}")
-        self.verifier.verify(self.written, self.spool)
 
     def _too_big(self, received: int) -> MirrorError:
         if self.size is not None and received > self.size:
             return DigestMismatch(f"{self.key}: more than the {self.size} bytes announced")
         return UpstreamInvalid(f"{self.key}: larger than the limit of {self.max_size} bytes")
+
+    def _hand_on(self, block: bytes) -> None:
+        """Hash a block, give it to the readers and to the store thread; wait first while
+        UNSTORED_BYTES are waiting for storage."""
+        assert self.verifier is not None
+        self.verifier.update(block)
+        with self.cond:
+            if not self.cond.wait_for(
+                lambda: self.written - self.stored < UNSTORED_BYTES, _wait_seconds()
+            ):
+                raise UpstreamUnavailable(f"{self.key}: storage stalled")
+            if self._store_error is not None:
+                raise self._store_error
+            self.recent.append((self.written, block))
+            self.written += len(block)
+            self.cond.notify_all()
+        self._blocks.put(block)
+
+    def _store(self) -> None:
+        """The store thread: write each block to storage (and the spool), in order, until
+        told there are no more; after a failure only count them (the fill then fails)."""
+        assert self.writer is not None
+        while (block := self._blocks.get()) is not None:
+            if self._store_error is None:
+                try:
+                    self.writer.write(block)
+                    if self._spool_file is not None:
+                        _write_all(self._spool_file, block)
+                except BaseException as e:
+                    self._store_error = e
+            with self.cond:
+                self.stored += len(block)
+                while len(self.recent) > RECENT_BLOCKS:
+                    start, first = self.recent[0]
+                    if start + len(first) > self.stored:
+                        break
+                    self.recent.popleft()
+                self.cond.notify_all()
+
+    def _verify(self) -> None:
+        assert self.verifier is not None and self.spool is not None
+        self.verifier.verify(self.written, self.spool)
 
     def _commit(self) -> None:
         assert self.writer is not None
@@ -216,30 +310,13 @@ class Fill:
             self.state, self.verified = "verified", True
             self.cond.notify_all()
         self.writer.commit()
-        # The index row is for the admin and statistics; the object is served by its key.
-        _best_effort(
-            "index the stored object",
-            self.key,
-            lambda: StoredObject.objects.update_or_create(
-                key=self.key, defaults={"size": self.written, "upstream_id": self.upstream_id}
-            ),
-        )
+        _best_effort("index the stored object", self.key, lambda: self._index(self.written))
 
-    def _append(self, pending: list[bytes]) -> None:
-        """Write the pending chunks where readers find them, then wake the readers."""
-        if not pending:
-            return
-        data = b"".join(pending)
-        pending.clear()
-        assert self.writer is not None
-        self.writer.write(data)
-        if self._spool_file:
-            self._spool_file.write(data)
-            self._spool_file.flush()
-        with self.cond:
-            self.recent.append((self.written, data))
-            self.written += len(data)
-            self.cond.notify_all()
+    def _index(self, size: int) -> None:
+        """The index row is for the admin and statistics; the object is served by its key."""
+        StoredObject.objects.update_or_create(
+            key=self.key, defaults={"size": size, "upstream_id": self.upstream_id}
+        )
 
     def _end(self, source: Source | None, error: MirrorError | None) -> None:
         """The fill's end: see the class docstring."""
@@ -270,7 +347,29 @@ class Fill:
             if self.state == "failed":
                 assert self.error is not None
                 raise self.error
+            if self.memory is not None:
+                return MemoryContent(self.memory)
             if self.state != "done":
                 assert self.spool is not None
                 return LocalFollower(self, str(self.spool))
         return StoredContent(self.storage, self.key, self.written, cache="MISS")
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file."""
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]
+
+
+@contextlib.contextmanager
+def _path_of(writer: Writer, data: bytes) -> Iterator[Path]:
+    """A local file holding `data` for a verifier: the writer's own temporary, else a
+    temporary spool file, removed after."""
+    if writer.spool_path is not None:
+        yield writer.spool_path
+        return
+    with tempfile.NamedTemporaryFile(dir=spool_dir()) as f:
+        f.write(data)
+        f.flush()
+        yield Path(f.name)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from mirror import fill, singleflight, stats
 from mirror.digests import DigestVerifier, storage_key
 from mirror.errors import UpstreamInvalid
-from mirror.http import client_for
+from mirror.http import client_for, stream_source
 
 from . import links
 from .formats import BLOB
@@ -61,12 +61,7 @@ def get_blob(route: Route, digest: str) -> fill.Content:
             scope=_scope(route),
             metadata=False,
         )
-        length = response.headers.get("Content-Length", "")
-        return fill.Source(
-            size=int(length) if length.isascii() and length.isdigit() else None,
-            chunks=response.iter_raw(),
-            close=response.close,
-        )
+        return stream_source(response)
 
     content = fill.get(
         key,
