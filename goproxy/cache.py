@@ -4,7 +4,9 @@ answers.
 
 A module's files may be cached under several scopes (public, or private to the upstreams
 that owned it when it was fetched: see keys.py); purging covers every scope it is found
-under. A fill running at the moment of a purge may still commit its file afterwards.
+under. A version's `.info` and `.mod` are documents, its `.zip` a stored file (and `.info` and
+`.mod` of earlier releases may still be stored files): purging forgets both kinds. A fill
+running at the moment of a purge may still commit its file afterwards.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Refreshed:
 class Purged:
     module: str
     versions: int  # ModuleVersion rows
-    objects: int  # stored files
+    objects: int  # stored files: .zip in storage, .info and .mod documents
     documents: int  # lists, @latest, checksum-database lookups
 
 
@@ -79,7 +81,7 @@ def purge_module(module: str) -> Purged:
         for version in versions
         for ext in EXTENSIONS
     }
-    objects = _delete_files(stored | computed)
+    objects = _delete_files(stored | computed) + _purge_small_files(module, scopes, versions)
     documents = sum(
         purge_documents(namespace, keys.document_key(scope + module))
         for namespace in (service.LIST, service.LATEST)
@@ -97,7 +99,7 @@ def purge_version(row: ModuleVersion) -> int:
     scopes = {"", chain.route(row.module).scope}
     objects = _delete_files(
         keys.file_key(scope, row.module, row.version, ext) for scope in scopes for ext in EXTENSIONS
-    )
+    ) + _purge_small_files(row.module, scopes, [row.version], every_version=False)
     lookup = keys.document_key(sumdb.lookup_prefix(row.module, row.version))
     for namespace in _sumdb_namespaces():
         purge_documents(namespace, lookup)
@@ -120,6 +122,23 @@ def purge_not_found(module: str | None = None) -> int:
     for namespace in _sumdb_namespaces():
         prefix = sumdb.lookup_prefix(module)
         count += purge_documents(namespace, key_prefix=prefix, not_found_only=True)
+    return count
+
+
+def _purge_small_files(
+    module: str, scopes: Iterable[str], versions: Iterable[str], *, every_version: bool = True
+) -> int:
+    """Forget the `.info` and `.mod` documents of `versions` in `scopes` (and, with
+    `every_version`, of any version whose key starts with `<scope><module>@`, as versions
+    without a zip have no ModuleVersion row); how many there were."""
+    scopes, versions = list(scopes), list(versions)
+    count = 0
+    for namespace in service.SMALL_FILES.values():
+        for scope in scopes:
+            for version in versions:
+                count += purge_documents(namespace, keys.small_file_key(scope, module, version))
+            if every_version:
+                count += purge_documents(namespace, key_prefix=f"{scope}{module}@")
     return count
 
 

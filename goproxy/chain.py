@@ -59,13 +59,14 @@ class Route:
                 last = e
         raise last
 
-    def fetch(self, suffix: str) -> Answer:
-        """A small answer (`@v/list`, `@latest`), capped and within the metadata deadline."""
+    def fetch(self, suffix: str, cap: int | None = None) -> Answer:
+        """A small answer (`@v/list`, `@latest`, `.info`, `.mod`), capped (at `cap` bytes, by
+        default MIRROR_MAX_METADATA_BYTES) and within the metadata deadline."""
         path = f"/{escape(self.module)}/{suffix}"
-        return self.first_answer(lambda upstream: client_for(upstream).fetch("GET", path))
+        return self.first_answer(lambda upstream: client_for(upstream).fetch("GET", path, cap=cap))
 
     def open(self, suffix: str) -> httpx.Response:
-        """A streamed answer (`.info`/`.mod`/`.zip` for the fill); the caller closes it."""
+        """A streamed answer (a `.zip` for the fill); the caller closes it."""
         path = f"/{escape(self.module)}/{suffix}"
         return self.first_answer(
             lambda upstream: client_for(upstream).send("GET", path, metadata=False)

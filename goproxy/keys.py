@@ -7,6 +7,10 @@ public one of the same path. Module paths are valid up to 500 characters and a v
 128, and an element may start with `-`: keys longer than storage and lease keys may be (512),
 with an element longer than a file name may be (255 bytes), or otherwise not accepted by
 storage are named by their SHA-256 instead.
+
+A version's `.info` and `.mod` are documents (mirror/documents.py) keyed `<scope><module>@<version>`
+in their own namespaces; lists and `@latest` are keyed `<scope><module>`. Document keys longer
+than MAX_DOCUMENT_KEY are named by their SHA-256.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ def file_key(scope: str, module: str, version: str, ext: str) -> str:
     except ValueError:
         pass
     return f"go/_hashed/{hashlib.sha256(key.encode()).hexdigest()}.{ext}"
+
+
+def small_file_key(scope: str, module: str, version: str) -> str:
+    """The document key of a version's `.info` and `.mod` (service.SMALL_FILES), scoped
+    like its files. A module path holds no `@`, so the key names one version."""
+    return document_key(f"{scope}{module}@{version}")
 
 
 def document_key(key: str) -> str:

@@ -2,10 +2,10 @@
 
 A reference is `module@version`, `module@latest` or `module` (= `@latest`). Warming goes
 through the same code as the go command's requests (service.py): `@v/list` and `@latest` as
-TTL documents, then `.info`, `.mod` and `.zip` of the version through the fill path, each
-checked against the checksum database. The mirror caches that lookup on the way, and then the
-tiles the go command reads to check it: the go command can later download and verify the
-module through the mirror with every upstream stopped.
+TTL documents, then `.info` and `.mod` of the version as immutable documents and its `.zip`
+through the fill path, each checked against the checksum database. The mirror caches that
+lookup on the way, and then the tiles the go command reads to check it: the go command can
+later download and verify the module through the mirror with every upstream stopped.
 """
 
 from __future__ import annotations
@@ -93,9 +93,16 @@ def _warm_proof(module: str, version: str) -> None:
 
 
 def _warm_file(module: str, version: str, ext: str, progress: Progress) -> None:
-    """One file through the fill path: a committed one is counted unread; a fill (ours or
-    one in progress) is read to its verified end, so that its failure is the item's."""
-    content = service.file(module, version, ext, count=False)
+    """One file as the go command gets it: `.info` and `.mod` kept as documents (verified
+    before they are), the zip through the fill path: a committed one is counted unread; a
+    fill (ours or one in progress) is read to its verified end, so that its failure is the
+    item's."""
+    if ext in service.SMALL_FILES:
+        size = len(service.small_file(module, version, ext).body)
+        progress.add_total(size)
+        progress.add_done(size)
+        return
+    content = service.zip_file(module, version, count=False)
     if isinstance(content, StoredContent):
         progress.add_total(content.size or 0)
         progress.add_done(content.size or 0)

@@ -3,8 +3,11 @@ in the bucket) is found by hashing what storage holds now against the checksum d
 
 Every `.zip` and `.mod` was checked against the database before it was cached; this checks
 it again later, sampled (least recently verified first, about a byte budget of zips per
-run), and reports each file that no longer matches as a Finding for the core to quarantine
-(mirror/reverify.py). Modules that are not checked against the database (private upstreams
+run), and reports each stored file that no longer matches as a Finding for the core to
+quarantine (mirror/reverify.py). `.info` and `.mod` are documents in the database
+(service.SMALL_FILES), not stored files: one that no longer passes is forgotten here (logged
+as an error) and fetched anew when next asked; those that earlier releases stored as files
+are checked as files. Modules that are not checked against the database (private upstreams
 with `verify_sums` off, or MIRROR_GO_VERIFY=off) have no hashes to compare: they are skipped,
 and the run says how many.
 """
@@ -24,6 +27,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from mirror import documents
 from mirror.ecosystems import Finding
 from mirror.errors import InvalidContent, UpstreamError
 from mirror.storage import ObjectNotFound, Storage, get_storage
@@ -80,15 +84,23 @@ def _check(storage: Storage, route: chain.Route, version: str) -> tuple[list[Fin
     def key(ext: str) -> str:
         return keys.file_key(route.scope, module, version, ext)
 
+    document = keys.small_file_key(route.scope, module, version)
     try:
         sums = service.expected(route, version)
     except InvalidContent as e:  # the database does not know it (any more)
+        _forget(service.SMALL_FILES["mod"], document, str(e))
         found = [key(ext) for ext in ("mod", "zip") if storage.stat(key(ext)) is not None]
         return [Finding(k, str(e), upstream_id) for k in found], 0
     assert sums is not None  # verify_sums is on
+    for ext, why in (
+        ("info", _info_problem(_document("info", document), module, version)),
+        ("mod", _mod_problem(_document("mod", document), sums.mod)),
+    ):
+        if why:
+            _forget(service.SMALL_FILES[ext], document, why)
     problems = {
-        "info": _info_problem(storage, key("info"), module, version),
-        "mod": _mod_problem(storage, key("mod"), sums.mod),
+        "info": _info_problem(_read_small(storage, key("info"), MAX_INFO), module, version),
+        "mod": _mod_problem(_read_small(storage, key("mod"), MAX_GO_MOD), sums.mod),
     }
     size = storage.stat(key("zip")) or 0
     problems["zip"] = _zip_problem(storage, key("zip"), module, version, sums.zip)
@@ -96,8 +108,17 @@ def _check(storage: Storage, route: chain.Route, version: str) -> tuple[list[Fin
     return findings, size
 
 
-def _info_problem(storage: Storage, key: str, module: str, version: str) -> str | None:
-    data = _read_small(storage, key, MAX_INFO)
+def _document(ext: str, key: str) -> bytes | None:
+    return documents.peek(service.SMALL_FILES[ext], key)
+
+
+def _forget(namespace: str, key: str, why: str) -> None:
+    """Forget a document that no longer passes its checks: the next request fetches it."""
+    if documents.purge(namespace, key):
+        log.error("re-verification forgot the %s document %s: %s", namespace, key, why)
+
+
+def _info_problem(data: bytes | None, module: str, version: str) -> str | None:
     if data is None:
         return None
     try:
@@ -107,8 +128,7 @@ def _info_problem(storage: Storage, key: str, module: str, version: str) -> str 
     return None if named == version else f".info names {named}, not {version}"
 
 
-def _mod_problem(storage: Storage, key: str, expected: str) -> str | None:
-    data = _read_small(storage, key, MAX_GO_MOD)
+def _mod_problem(data: bytes | None, expected: str) -> str | None:
     if data is None:
         return None
     actual = h1([("go.mod", data)])

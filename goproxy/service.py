@@ -1,17 +1,32 @@
-"""Go module files through the core: lists and @latest as TTL documents, .info/.mod/.zip
-through the fill path with their verifiers. Every upstream answer is capped and checked
-before it is cached; what fails is an UpstreamInvalid (or InvalidContent for a file)."""
+"""Go module files through the core: lists and @latest as TTL documents, a version's .info and
+.mod as immutable documents, its .zip through the fill path with its verifier. Every upstream
+answer is capped and checked before it is cached; what fails is an UpstreamInvalid (or
+InvalidContent / DigestMismatch for a file).
+
+`.info` and `.mod` are a few hundred bytes: the streaming fill (a thread, a spool file, a
+lease, an fsync'd commit and an index row each) cost most of a cold `go mod download`. As
+documents they take one query when warm, and when cold one fetch under the fetch-once key,
+checked in memory, kept with one write (mirror/documents.get_immutable). Files cached under
+their storage key before that change are still served: a miss reads that key first."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 
 from mirror import fill, stats
-from mirror.documents import Document, get_document
-from mirror.errors import InvalidContent, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
+from mirror.documents import Document, get_document, get_immutable
+from mirror.errors import (
+    DigestMismatch,
+    InvalidContent,
+    UpstreamInvalid,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
+from mirror.storage import ObjectNotFound, get_storage
 
 from . import chain, keys, sumdb
 from .models import ModuleVersion
@@ -20,16 +35,19 @@ from .verify import (
     MAX_GO_MOD,
     MAX_INFO,
     MAX_ZIP,
-    InfoVerifier,
-    ModVerifier,
     ZipVerifier,
     check_info,
+    check_mod,
+    check_version_info,
 )
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND_TTL = 60
 MAX_SIZE = {"info": MAX_INFO, "mod": MAX_GO_MOD, "zip": MAX_ZIP}
 LIST = "go-list"  # document namespaces of `@v/list` and `@latest`
 LATEST = "go-latest"
+SMALL_FILES = {"info": "go-info", "mod": "go-mod"}  # document namespaces of .info and .mod
 
 
 def _route(module: str) -> chain.Route:
@@ -114,11 +132,54 @@ def expected(route: chain.Route, version: str) -> sumdb.Sums | None:
         raise InvalidContent(f"{route.module}@{version} is not in the checksum database") from None
 
 
-def file(module: str, version: str, ext: str, *, count: bool = True) -> fill.Content:
-    """A module's .info, .mod or .zip, verified before it is cached; a zip counts as a
-    download of the version unless `count` is off (a prewarm is not a client's download)."""
+def small_file(module: str, version: str, ext: str) -> Document:
+    """A version's `.info` or `.mod`, verified before it is kept (for good)."""
     route = _route(module)
-    suffix = f"@v/{escape(version)}.{ext}"
+
+    def fetch() -> bytes:
+        if (kept := _legacy(route, version, ext)) is not None:
+            return kept
+        answer = route.fetch(f"@v/{escape(version)}.{ext}", cap=MAX_SIZE[ext])
+        return _verified(route, version, ext, answer.content)
+
+    # Scoped like the files: a private module never shares one with a public one.
+    key = keys.small_file_key(route.scope, module, version)
+    return get_immutable(SMALL_FILES[ext], key, fetch)
+
+
+def _verified(route: chain.Route, version: str, ext: str, body: bytes) -> bytes:
+    """`body` if it is a valid `.info` or `.mod` of the version (against the checksum
+    database when the module is checked); InvalidContent or DigestMismatch otherwise."""
+    if ext == "info":
+        check_version_info(body, route.module, version)
+    else:
+        sums = expected(route, version)
+        check_mod(body, sums.mod if sums else None)
+    return body
+
+
+def _legacy(route: chain.Route, version: str, ext: str) -> bytes | None:
+    """The file as an earlier release committed it to storage, checked again; None when
+    there is none (or it no longer passes its checks: the upstream is asked instead)."""
+    key = keys.file_key(route.scope, route.module, version, ext)
+    try:
+        stream = get_storage().open(key, 0, MAX_SIZE[ext] + 1)
+    except ObjectNotFound:
+        return None
+    with contextlib.closing(stream):
+        body = stream.read(MAX_SIZE[ext] + 1)
+    try:
+        return _verified(route, version, ext, body)
+    except (InvalidContent, DigestMismatch) as e:
+        log.warning("stored %s no longer passes its checks (%s): fetching it anew", key, e)
+        return None
+
+
+def zip_file(module: str, version: str, *, count: bool = True) -> fill.Content:
+    """A version's .zip, verified before it is cached; it counts as a download of the
+    version unless `count` is off (a prewarm is not a client's download)."""
+    route = _route(module)
+    suffix = f"@v/{escape(version)}.zip"
 
     def fetch() -> fill.Source:
         response = route.open(suffix)
@@ -130,18 +191,14 @@ def file(module: str, version: str, ext: str, *, count: bool = True) -> fill.Con
         )
 
     def verifier() -> fill.Verifier:
-        if ext == "info":
-            return InfoVerifier(module, version)
         sums = expected(route, version)
-        if ext == "mod":
-            return ModVerifier(sums.mod if sums else None)
         return ZipVerifier(module, version, sums.zip if sums else None)
 
-    key = keys.file_key(route.scope, module, version, ext)
-    content = fill.get(key, fetch=fetch, verifier=verifier, max_size=MAX_SIZE[ext])
-    if ext == "zip" and content.cache == "MISS":
+    key = keys.file_key(route.scope, module, version, "zip")
+    content = fill.get(key, fetch=fetch, verifier=verifier, max_size=MAX_ZIP)
+    if content.cache == "MISS":
         _index(module, version, content.size)
-    if ext == "zip" and count:
+    if count:
         stats.record(
             "goproxy.ModuleVersion",
             module=module,
@@ -153,11 +210,8 @@ def file(module: str, version: str, ext: str, *, count: bool = True) -> fill.Con
 
 
 def _index(module: str, version: str, size: int | None) -> None:
-    """Record a newly fetched version for the admin (and its download counts)."""
-    try:
-        with transaction.atomic():
-            ModuleVersion.objects.get_or_create(
-                module=module, version=version, defaults={"zip_size": size}
-            )
-    except IntegrityError:
-        pass  # created concurrently
+    """Record a newly fetched version for the admin (and its download counts): one
+    INSERT, which leaves a row already there (another process's) as it is."""
+    ModuleVersion.objects.bulk_create(
+        [ModuleVersion(module=module, version=version, zip_size=size)], ignore_conflicts=True
+    )

@@ -3,9 +3,12 @@
 - `.zip`: the module zip rules of golang.org/x/mod/zip (every file under `module@version/`,
   clean valid paths, no case collisions, go.mod only at the root, size limits) and, unless the
   module is private, its `h1:` hash equal to the checksum database's.
-- `.mod`: size limit and `h1:` hash likewise.
+- `.mod`: size limit and `h1:` hash likewise (`check_mod`).
 - `.info` (and `@latest`): a JSON object naming the requested (a valid) version, with a
-  string `Time` if any.
+  string `Time` if any (`check_version_info`, `check_info`).
+
+The zip is checked as it is filled (`ZipVerifier`, on the spool file); `.info` and `.mod` are
+small and checked whole, in memory, before they are kept (service.small_file).
 """
 
 from __future__ import annotations
@@ -121,27 +124,12 @@ class ZipVerifier:
             _expect(zip_h1(path, names), self.expected, "zip")
 
 
-class _BufferedVerifier:
-    """For the small files: keep the bytes (bounded) and check them at the end."""
-
-    limit = MAX_GO_MOD
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def update(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > self.limit:
-            raise InvalidContent("file too large")
-
-
-class ModVerifier(_BufferedVerifier):
-    def __init__(self, expected: str | None) -> None:
-        super().__init__()
-        self.expected = expected
-
-    def verify(self, size: int, path: Path) -> None:
-        _expect(h1([("go.mod", bytes(self.data))]), self.expected, "go.mod")
+def check_mod(data: bytes, expected: str | None) -> None:
+    """A go.mod within its size limit and, when `expected` is given, of that `h1:` hash;
+    InvalidContent or DigestMismatch otherwise."""
+    if len(data) > MAX_GO_MOD:
+        raise InvalidContent("go.mod too large")
+    _expect(h1([("go.mod", data)]), expected, "go.mod")
 
 
 def check_info(data: bytes, module: str) -> str:
@@ -169,13 +157,9 @@ def check_info(data: bytes, module: str) -> str:
     return version
 
 
-class InfoVerifier(_BufferedVerifier):
-    limit = MAX_INFO
-
-    def __init__(self, module: str, version: str) -> None:
-        super().__init__()
-        self.module, self.version = module, version
-
-    def verify(self, size: int, path: Path) -> None:
-        if check_info(bytes(self.data), self.module) != self.version:
-            raise InvalidContent(f".info does not describe {self.version}")
+def check_version_info(data: bytes, module: str, version: str) -> None:
+    """A `.info` within its size limit that describes `version`; InvalidContent otherwise."""
+    if len(data) > MAX_INFO:
+        raise InvalidContent("file too large")
+    if check_info(data, module) != version:
+        raise InvalidContent(f".info does not describe {version}")

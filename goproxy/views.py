@@ -27,7 +27,7 @@ from mirror.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
+from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response, parse_range
 
 from . import chain, service, sumdb
 from .paths import InvalidPath, UnknownVersion, check_module_path, check_version, unescape
@@ -105,7 +105,10 @@ def goproxy(request: HttpRequest, path: str) -> HttpResponse:
         module = _module(match["module"])
         version = check_version(module, unescape(match["version"]))
         ext = match["ext"]
-        return content_response(request, service.file(module, version, ext), CONTENT_TYPES[ext])
+        if ext == "zip":
+            return content_response(request, service.zip_file(module, version), CONTENT_TYPES[ext])
+        document = service.small_file(module, version, ext)
+        return _immutable(request, document.body, document.cache, CONTENT_TYPES[ext])
     if match := _LIST.match(path):
         document = service.version_list(_module(match["module"]))
         return _answer(request, document.body, document.cache, TEXT, LIST_CACHE_CONTROL)
@@ -122,6 +125,18 @@ def _answer(
     response["Content-Length"] = str(len(body))
     response["X-Cache"] = cache
     response["Cache-Control"] = cache_control
+    return response
+
+
+def _immutable(request: HttpRequest, body: bytes, cache: str, content_type: str) -> HttpResponse:
+    """A `.info` or `.mod` from memory, as a stored file is answered (Range, HEAD)."""
+    wanted = parse_range(request.META.get("HTTP_RANGE", ""), len(body))
+    part = body[wanted[0] : wanted[0] + wanted[1]] if wanted else body
+    response = _answer(request, part, cache, content_type, IMMUTABLE)
+    if wanted:
+        response.status_code = 206
+        response["Content-Range"] = f"bytes {wanted[0]}-{wanted[0] + wanted[1] - 1}/{len(body)}"
+    response["Accept-Ranges"] = "bytes"
     return response
 
 

@@ -1,17 +1,24 @@
-"""Small upstream answers with a TTL, served stale when the upstream fails.
+"""Small upstream answers kept in the database: with a TTL, or for good.
 
-Used for what changes over time but is cheap to keep: a Go module's version list and
-`@latest`, checksum-database lookups and tiles. "Not found" is cached too, briefly. Concurrent
-misses of one document cause one upstream fetch (mirror/singleflight.py). Operators may
-revalidate a document now (`force`, a "refresh now") or forget documents (`purge`), such as
-cached "not found" answers.
+`get_document` is for what changes over time but is cheap to keep: a Go module's version list
+and `@latest`, checksum-database lookups and tiles, served stale when the upstream fails.
+"Not found" is cached too, briefly. `get_immutable` is for small answers that never change
+once verified (a Go module version's `.info` and `.mod`): one query to serve, one write to
+keep, none of the streaming fill's machinery (thread, spool file, lease renewals, storage
+commit), which cost more than the few hundred bytes it carried.
+
+Concurrent misses of one document cause one upstream fetch (mirror/singleflight.py).
+Operators may revalidate a document now (`force`, a "refresh now") or forget documents
+(`purge`), such as cached "not found" answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
+from django.db import connection
 from django.utils import timezone
 
 from . import singleflight
@@ -73,6 +80,52 @@ def get_document(
         if row is not None and row.status == 200 and _age(row) < stale_max_age:
             return Document(bytes(row.body), "STALE")
         raise
+
+
+def get_immutable(namespace: str, key: str, fetch: Callable[[], bytes]) -> Document:
+    """The document under (namespace, key): served from the database once stored (HIT, one
+    query), else fetched once for all concurrent callers (MISS) and kept for good.
+
+    `fetch` must bound what it reads and raise for anything it does not accept (an
+    UpstreamError, or InvalidContent for a body that fails verification): only its return
+    value is stored, and nothing is stored when it raises ("not found" is not cached).
+    """
+    if (body := _immutable(namespace, key)) is not None:
+        return Document(body, "HIT")
+
+    def miss() -> Document:
+        body = fetch()
+        # One write; a row already there (another instance's) holds the same verified answer.
+        CachedDocument.objects.bulk_create(
+            [CachedDocument(namespace=namespace, key=key, body=body, fetched_at=timezone.now())],
+            ignore_conflicts=True,
+        )
+        return Document(body, "MISS")
+
+    def stored_by_another() -> Document | None:
+        body = _immutable(namespace, key)
+        return None if body is None else Document(body, "MISS")
+
+    return singleflight.once(f"doc:{namespace}:{key}", miss, recheck=stored_by_another)
+
+
+def _immutable(namespace: str, key: str) -> bytes | None:
+    """The stored body, or None: one query, in SQL of our own. Building it through the ORM
+    took 240 us a call here, against 23 us for the same statement sent as it is: most of a
+    warm `.info` request (measured with 2,000 rows on SQLite, 2026-12-01)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_select_body(), [namespace, key])
+        row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
+
+
+@cache
+def _select_body() -> str:
+    quote = connection.ops.quote_name
+    return (
+        f"SELECT {quote('body')} FROM {quote(CachedDocument._meta.db_table)} "
+        f"WHERE {quote('namespace')} = %s AND {quote('key')} = %s AND {quote('status')} = 200"
+    )
 
 
 def _row(namespace: str, key: str) -> CachedDocument | None:

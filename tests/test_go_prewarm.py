@@ -258,7 +258,7 @@ def test_purge_a_module_and_one_version(world: World) -> None:
     ):
         assert world.get(path).status_code == 200
     folder = world.stored("go/example.com/purged/@v")
-    assert sorted(p.name for p in folder.iterdir()) == ["v1.0.0.info", "v1.0.0.mod", "v1.0.0.zip"]
+    assert [p.name for p in folder.iterdir()] == ["v1.0.0.zip"]  # .info and .mod: documents
 
     response = world.env.api("POST", "/api/v1/go/purge/", json={"module": "example.com/purged"})
     assert response.status_code == 200, response.text
@@ -272,6 +272,10 @@ def test_purge_a_module_and_one_version(world: World) -> None:
     answer = world.get(PURGED.url_path("zip"))
     assert answer.status_code == 200 and answer.headers["X-Cache"] == "MISS"
     assert world.proxy.count("GET", "/example.com/purged/@v/v1.0.0.zip") == 2
+    for ext in ("info", "mod"):
+        answer = world.get(PURGED.url_path(ext))
+        assert answer.status_code == 200 and answer.headers["X-Cache"] == "MISS"
+        assert world.proxy.count("GET", f"/example.com/purged/@v/v1.0.0.{ext}") == 2
     assert world.proxy.count("GET", "/example.com/purged/@v/list") == 1
     world.get("/example.com/purged/@v/list")
     assert world.proxy.count("GET", "/example.com/purged/@v/list") == 2  # fetched anew

@@ -1,0 +1,129 @@
+"""A/B of the Go module proxy: `go mod download` through two builds of the mirror, side by side.
+
+`make bench` (bench/gomod.py) measures one build against nginx; to see what a change to the Go
+path is worth, both builds (say a `git worktree` of the old commit and this tree) must run in
+the same minutes on this noisy 2-CPU machine. Per round, 100 modules never requested before are
+downloaded from nginx, then cold and warm through each mirror; the order of the peers rotates
+every round. Prints median seconds and ratios to nginx.
+
+    .venv/bin/python -m bench.goab --a /tmp/old --b . [--modules 100] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from tests.mirror_server import MirrorServer
+from tests.support.gomodules import Module, StaticServer, write_tree
+
+from .gomod import PAD, _go_download, _write_config
+from .peers import MIRROR_ENV
+
+
+class BuildServer(MirrorServer):
+    """A MirrorServer run from the code in `root` (a checkout of some commit)."""
+
+    def __init__(self, root: Path, data_dir: Path, config: Path, **env: str) -> None:
+        super().__init__(data_dir, config, **env)
+        self.root = root
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def start(self) -> BuildServer:
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
+            cwd=self.root,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"mirror in {self.root} did not start:\n{self.log.read_text()[-3000:]}")
+
+
+def _start_build(root: Path, data: Path, upstream: str, stack: ExitStack) -> BuildServer:
+    data.mkdir(parents=True)
+    env = {**MIRROR_ENV, "MIRROR_GO_VERIFY": "off"}
+    server = BuildServer(root, data, _write_config(data / "mirror.yml", upstream), **env)
+    stack.callback(server.stop)
+    server.setup()
+    return server.start()
+
+
+def _peers(r: int, names: list[str]) -> list[tuple[str, str]]:
+    """(peer, phase) in round `r`'s order: blocks of nginx and of each build (cold, then
+    warm), rotated by one block every round."""
+    blocks = [[("nginx", "")]] + [[(name, "cold"), (name, "warm")] for name in names]
+    shift = r % len(blocks)
+    return [run for block in blocks[shift:] + blocks[:shift] for run in block]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--a", type=Path, required=True, help="code root of build A")
+    parser.add_argument("--b", type=Path, default=Path("."), help="code root of build B")
+    parser.add_argument("--modules", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    builds = {"A": args.a.resolve(), "B": args.b.resolve()}
+    seconds: dict[str, list[float]] = {}
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="goab-")))
+        rounds = [
+            [Module(f"example.com/ab/r{r}/m{i:03d}", "v1.0.0", pad=PAD) for i in range(n)]
+            for r in range(args.rounds)
+            for n in [args.modules]
+        ]
+        write_tree(root / "tree", [m for mods in rounds for m in mods])
+        nginx = StaticServer(root / "tree")
+        stack.callback(nginx.stop)
+        nginx.start()
+        urls = {"nginx": nginx.url}
+        for name, code in builds.items():
+            urls[name] = _start_build(code, root / f"data-{name}", nginx.url, stack).url
+        for r, modules in enumerate(rounds):
+            for peer, phase in _peers(r, list(builds)):
+                label = f"{peer} {phase}".strip()
+                folder = root / f"go-{r}-{label.replace(' ', '-')}"
+                took = _go_download(folder, urls[peer], modules)
+                seconds.setdefault(label, []).append(took)
+                print(f"round {r + 1}: {label:<8} {took:6.2f}s", flush=True)
+    nginx_median = statistics.median(seconds["nginx"])
+    for label, values in seconds.items():
+        median = statistics.median(values)
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{label:<8} median {median:5.2f}s  {median / nginx_median:5.2f}x nginx  ({runs})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
