@@ -21,9 +21,8 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from moto.server import ThreadedMotoServer
-
-from tests.support.net import free_port
+from tests.support.net import free_port, wait_http
+from tests.support.process import terminate
 
 from . import peers
 from .measure import BigPull, _big_pull, _largest_layer, say
@@ -33,13 +32,18 @@ BUCKET = "entrepot-bench"
 
 
 def _moto(stack: ExitStack) -> dict[str, str]:
-    """A moto S3 server with a bucket; the mirror's environment for it."""
+    """A moto S3 server with a bucket, in a process of its own (in this one it would share
+    the interpreter lock with the counting proxy and the client); the mirror's environment."""
     import boto3
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    stack.callback(server.stop)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stack.callback(terminate, server)
+    wait_http(f"http://127.0.0.1:{port}/", timeout=30)
     env = {
         "AWS_STORAGE_BUCKET_NAME": BUCKET,
         "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
@@ -84,7 +88,9 @@ def main() -> None:
     args.add_argument("--s3", action="store_true", help="mirror on S3 storage (moto)")
     args.add_argument("--profile", type=Path, help="py-spy folded stacks of the first pull")
     args.add_argument("--only", choices=["mirror", "distribution"])
+    args.add_argument("--env", action="append", default=[], help="NAME=VALUE for the mirror")
     opts = args.parse_args()
+    peers.MIRROR_ENV.update(item.split("=", 1) for item in opts.env)
     root = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     try:
         with ExitStack() as stack:

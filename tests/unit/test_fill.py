@@ -419,3 +419,23 @@ def test_filler_reports_miss_even_when_its_reader_starts_after_the_commit(
 
     monkeypatch.setattr(Fill, "reader", late_reader)
     assert _bounded(lambda: _fetch_and_read(Upstream(DATA))) == ("MISS", DATA)
+
+
+def test_small_object_takes_the_short_path(store: FaultyStorage) -> None:
+    small = os.urandom(10 * 1024)
+    up = Upstream(small)
+    threads = threading.active_count()
+    content = _get(up, small)
+    key, _ = key_of(small)
+    assert content.cache == "MISS" and _read(content) == small
+    assert threading.active_count() == threads  # no fill or store thread
+    assert store.stat(key) == len(small) and list(store.tmp.iterdir()) == []
+    assert fill.stored(key) is not None and up.fetches == 1
+
+
+def test_small_object_that_fails_verification_stores_nothing(store: FaultyStorage) -> None:
+    small = os.urandom(10 * 1024)
+    up = Upstream(small[:-1] + bytes([small[-1] ^ 1]))
+    with pytest.raises(DigestMismatch):
+        _get(up, small)
+    assert fill.stored(key_of(small)[0]) is None and list(store.tmp.iterdir()) == []
