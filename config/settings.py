@@ -199,6 +199,9 @@ MIRROR_FILL_ABANDON_SECONDS = _env_float("MIRROR_FILL_ABANDON_SECONDS", 300)
 # MIRROR_FILL_QUEUE_SECONDS, then get 503.
 MIRROR_MAX_FILLS = int(os.environ.get("MIRROR_MAX_FILLS", 32))
 MIRROR_FILL_QUEUE_SECONDS = _env_float("MIRROR_FILL_QUEUE_SECONDS", 10)
+# A body announced under this many bytes is fetched into memory, verified and committed by the
+# request that missed it (no fill thread, spool or lease renewal).
+MIRROR_SMALL_OBJECT_BYTES = int(os.environ.get("MIRROR_SMALL_OBJECT_BYTES", 256 << 10))
 # Storage below this many free bytes is "not ready" and refuses new fills (local folder).
 MIRROR_MIN_FREE_BYTES = int(os.environ.get("MIRROR_MIN_FREE_BYTES", 1 << 30))
 

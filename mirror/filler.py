@@ -50,14 +50,6 @@ WRITE_SECONDS = 0.02
 RECENT_BLOCKS = 4
 # Bytes handed on but not yet stored; beyond this the upstream read waits for storage.
 UNSTORED_BYTES = 16 * 1024 * 1024
-SMALL_OBJECT_BYTES = 256 * 1024
-
-
-def small_object_bytes() -> int:
-    """Bodies announced under this size take the short path (0: none does)."""
-    return getattr(settings, "MIRROR_SMALL_OBJECT_BYTES", SMALL_OBJECT_BYTES)
-
-
 def spool_dir() -> Path:
     """Where fills keep a local copy for followers when storage has none (S3)."""
     path = Path(settings.DATA_DIR) / "spool"
@@ -167,7 +159,7 @@ class Fill:
                 )
             self.size = source.size
             self.writer = self.storage.writer(self.key)
-            if source.size is not None and source.size < small_object_bytes():
+            if source.size is not None and source.size < settings.MIRROR_SMALL_OBJECT_BYTES:
                 self._fill_in_memory(source)
                 self._end(source, None)
                 return

@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from mirror.content import Source
 from mirror.errors import UpstreamDenied, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
-from mirror.http import UpstreamClient, parse_retry_after
+from mirror.http import UpstreamClient, parse_retry_after, stream_source
 from mirror.models import Upstream
 from mirror.upstreams import UpstreamInfo
 
@@ -226,3 +227,43 @@ def test_refused_token_is_denied(client: UpstreamClient, upstream: ThreadingHTTP
     upstream.token_answer = json.dumps({"token": "bad"}).encode()  # type: ignore[attr-defined]
     with pytest.raises(UpstreamDenied):
         client.fetch("GET", "/protected", scope="other")
+
+
+def _chunked(h: BaseHTTPRequestHandler) -> None:
+    h.send_response(200)
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    h.wfile.write(b"5\r\nhello\r\n0\r\n\r\n")
+
+
+ROUTES["/blob"] = _reply(200, bytes(range(256)) * 4096)  # 1 MiB
+ROUTES["/chunked"] = _chunked
+
+
+def _read(source: Source) -> bytes:
+    if source.readinto is None:
+        return b"".join(source.chunks)
+    body, view = bytearray(), memoryview(bytearray(64 * 1024))
+    while n := source.readinto(view):
+        body += view[:n]
+    return bytes(body)
+
+
+def test_a_streamed_body_of_known_length_is_read_from_the_socket(client: UpstreamClient) -> None:
+    """The fast body reader (mirror.http.RawBody) reaches into httpx/httpcore/h11 internals
+    (pinned in requirements.txt): this fails if an upgrade silently turns it off."""
+    source = stream_source(client.send("GET", "/blob", metadata=False))
+    try:
+        assert source.readinto is not None and source.size == 1 << 20
+        assert _read(source) == bytes(range(256)) * 4096
+    finally:
+        source.close()
+
+
+def test_a_chunked_body_is_read_through_httpx(client: UpstreamClient) -> None:
+    source = stream_source(client.send("GET", "/chunked", metadata=False))
+    try:
+        assert source.readinto is None and source.size is None
+        assert _read(source) == b"hello"
+    finally:
+        source.close()
