@@ -50,6 +50,8 @@ WRITE_SECONDS = 0.02
 RECENT_BLOCKS = 4
 # Bytes handed on but not yet stored; beyond this the upstream read waits for storage.
 UNSTORED_BYTES = 16 * 1024 * 1024
+
+
 def spool_dir() -> Path:
     """Where fills keep a local copy for followers when storage has none (S3)."""
     path = Path(settings.DATA_DIR) / "spool"
