@@ -13,7 +13,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from goproxy import keys, service
+from mirror import stats
 from mirror.models import CachedDocument, Upstream
+from mirror.storage import get_storage
 from mirror.storage.local import LocalStorage
 from mirror.upstreams import forget
 from tests.support.gomodules import Module, StaticServer, write_tree
@@ -108,3 +110,26 @@ def test_private_and_public_documents_never_share_a_key() -> None:
     public = keys.small_file_key("", WARM.path, WARM.version)
     private = keys.small_file_key("_private/corp/", WARM.path, WARM.version)
     assert public != private and private.startswith("_private/corp/")
+
+
+def test_a_small_stored_zip_is_answered_whole_and_by_range(
+    upstream: StaticServer, storage: LocalStorage, settings: object, tmp_path: Path
+) -> None:
+    settings.MIRROR_STORAGE_DIR = tmp_path / "zips"  # type: ignore[attr-defined]
+    settings.MIRROR_MIN_FREE_BYTES = 0  # type: ignore[attr-defined]
+    get_storage.cache_clear()
+    try:
+        path, body = WARM.url_path("zip"), WARM.zip_bytes()
+        client = Client()
+        assert client.get(path).status_code == 200  # filled (a MISS)
+        again = client.get(path)
+        assert (again.status_code, again["X-Cache"], again.content) == (200, "HIT", body)
+        assert again["Content-Length"] == str(len(body))
+        part = client.get(path, HTTP_RANGE="bytes=-10")
+        assert part.status_code == 206 and part.content == body[-10:]
+        assert client.get(path, HTTP_RANGE=f"bytes={len(body)}-").status_code == 416
+        head = client.head(path)
+        assert head.status_code == 200 and head["Content-Length"] == str(len(body))
+    finally:
+        stats.flush()  # the zip's download count, while its table is there
+        get_storage.cache_clear()
