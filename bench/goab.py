@@ -6,7 +6,7 @@ the same minutes on this noisy 2-CPU machine. Per round, 100 modules never reque
 downloaded from nginx, then cold and warm through each mirror; the order of the peers rotates
 every round. Prints median seconds and ratios to nginx.
 
-    .venv/bin/python -m bench.goab --a /tmp/old --b . [--modules 100] [--rounds 5]
+    .venv/bin/python -m bench.goab --a /tmp/old --b . [--c OTHER] [--modules 100] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -91,10 +91,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--a", type=Path, required=True, help="code root of build A")
     parser.add_argument("--b", type=Path, default=Path("."), help="code root of build B")
+    parser.add_argument("--c", type=Path, help="code root of a third build, if any")
     parser.add_argument("--modules", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     builds = {"A": args.a.resolve(), "B": args.b.resolve()}
+    if args.c is not None:
+        builds["C"] = args.c.resolve()
     seconds: dict[str, list[float]] = {}
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="goab-")))
