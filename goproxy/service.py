@@ -26,6 +26,7 @@ from mirror.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
+from mirror.http import stream_source
 from mirror.storage import ObjectNotFound, get_storage
 
 from . import chain, keys, sumdb
@@ -182,13 +183,7 @@ def zip_file(module: str, version: str, *, count: bool = True) -> fill.Content:
     suffix = f"@v/{escape(version)}.zip"
 
     def fetch() -> fill.Source:
-        response = route.open(suffix)
-        length = response.headers.get("Content-Length", "")
-        return fill.Source(
-            size=int(length) if length.isdigit() else None,
-            chunks=response.iter_raw(),
-            close=response.close,
-        )
+        return stream_source(route.open(suffix))
 
     def verifier() -> fill.Verifier:
         sums = expected(route, version)
