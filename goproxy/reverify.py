@@ -5,11 +5,11 @@ Every `.zip` and `.mod` was checked against the database before it was cached; t
 it again later, sampled (least recently verified first, about a byte budget of zips per
 run), and reports each stored file that no longer matches as a Finding for the core to
 quarantine (mirror/reverify.py). `.info` and `.mod` are documents in the database
-(service.SMALL_FILES), not stored files: one that no longer passes is forgotten here (logged
-as an error) and fetched anew when next asked; those that earlier releases stored as files
-are checked as files. Modules that are not checked against the database (private upstreams
-with `verify_sums` off, or MIRROR_GO_VERIFY=off) have no hashes to compare: they are skipped,
-and the run says how many.
+(service.SMALL_FILES), not stored files: one that no longer passes is a Finding with its
+document namespace, which the core quarantines like an object (the next request fetches it
+anew); those that earlier releases stored as files are checked as files. Modules that are not
+checked against the database (private upstreams with `verify_sums` off, or
+MIRROR_GO_VERIFY=off) have no hashes to compare: they are skipped, and the run says how many.
 """
 
 from __future__ import annotations
@@ -88,16 +88,20 @@ def _check(storage: Storage, route: chain.Route, version: str) -> tuple[list[Fin
     try:
         sums = service.expected(route, version)
     except InvalidContent as e:  # the database does not know it (any more)
-        _forget(service.SMALL_FILES["mod"], document, str(e))
         found = [key(ext) for ext in ("mod", "zip") if storage.stat(key(ext)) is not None]
-        return [Finding(k, str(e), upstream_id) for k in found], 0
+        bad = [Finding(k, str(e), upstream_id) for k in found]
+        if _document("mod", document) is not None:
+            bad.append(Finding(document, str(e), upstream_id, service.SMALL_FILES["mod"]))
+        return bad, 0
     assert sums is not None  # verify_sums is on
-    for ext, why in (
-        ("info", _info_problem(_document("info", document), module, version)),
-        ("mod", _mod_problem(_document("mod", document), sums.mod)),
-    ):
-        if why:
-            _forget(service.SMALL_FILES[ext], document, why)
+    documents_bad = [
+        Finding(document, why, upstream_id, service.SMALL_FILES[ext])
+        for ext, why in (
+            ("info", _info_problem(_document("info", document), module, version)),
+            ("mod", _mod_problem(_document("mod", document), sums.mod)),
+        )
+        if why
+    ]
     problems = {
         "info": _info_problem(_read_small(storage, key("info"), MAX_INFO), module, version),
         "mod": _mod_problem(_read_small(storage, key("mod"), MAX_GO_MOD), sums.mod),
@@ -105,17 +109,11 @@ def _check(storage: Storage, route: chain.Route, version: str) -> tuple[list[Fin
     size = storage.stat(key("zip")) or 0
     problems["zip"] = _zip_problem(storage, key("zip"), module, version, sums.zip)
     findings = [Finding(key(ext), why, upstream_id) for ext, why in problems.items() if why]
-    return findings, size
+    return documents_bad + findings, size
 
 
 def _document(ext: str, key: str) -> bytes | None:
     return documents.peek(service.SMALL_FILES[ext], key)
-
-
-def _forget(namespace: str, key: str, why: str) -> None:
-    """Forget a document that no longer passes its checks: the next request fetches it."""
-    if documents.purge(namespace, key):
-        log.error("re-verification forgot the %s document %s: %s", namespace, key, why)
 
 
 def _info_problem(data: bytes | None, module: str, version: str) -> str | None:

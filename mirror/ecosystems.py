@@ -56,9 +56,10 @@ class Popular:
 class Finding:
     """Cached content that failed re-verification."""
 
-    key: str  # storage key
+    key: str  # storage key, or a document's key when `namespace` is set
     reason: str
     upstream_id: int | None = None
+    namespace: str = ""  # a cached document's (mirror/documents.py) rather than an object
 
 
 class Ecosystem(Protocol):

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from . import ecosystems, leases
+from . import documents, ecosystems, leases
 from .digests import ALGORITHMS, InvalidDigest, parse_digest
 from .ecosystems import Finding
 from .models import FillLease, QuarantinedObject, StoredObject
@@ -71,7 +71,10 @@ def run(budget_bytes: int | None = None) -> list[QuarantinedObject]:
     quarantined = []
     for finding in findings:
         try:
-            row = quarantine(storage, finding)
+            if finding.namespace:
+                row = quarantine_document(finding)
+            else:
+                row = quarantine(storage, finding)
         except Exception:  # storage or database trouble with one object: go on with the rest
             log.exception("could not quarantine %s (%s)", finding.key, finding.reason)
             continue
@@ -188,6 +191,35 @@ def _quarantine(storage: Storage, finding: Finding, lease: FillLease) -> Quarant
         quarantine_key=kept,
     )
     log.error("quarantined %s: %s (bad bytes kept at %s)", key, finding.reason, kept or "-")
+    return row
+
+
+def quarantine_document(finding: Finding) -> QuarantinedObject | None:
+    """Take a cached document (mirror/documents.py) that failed re-verification out of the
+    cache, as `quarantine` does an object: its body kept under `quarantine/`, a
+    QuarantinedObject row (keyed `documents/NAMESPACE/KEY`) and an ERROR line. None when it
+    was gone already."""
+    namespace, key, reason = finding.namespace, finding.key, finding.reason
+    body = documents.peek(namespace, key)
+    if body is None or not documents.purge(namespace, key):
+        return None
+    name = f"documents/{namespace}/{key}"
+    kept = quarantine_key(name)
+    try:
+        writer = get_storage().writer(kept)
+        writer.write(body)
+        writer.commit()
+    except Exception as e:  # best effort: the document is forgotten in any case
+        log.warning("could not keep a quarantine copy of %s: %s", name, e)
+        kept = ""
+    row = QuarantinedObject.objects.create(
+        key=name[:512],
+        upstream_id=finding.upstream_id,
+        size=len(body),
+        reason=reason[:2000],
+        quarantine_key=kept,
+    )
+    log.error("quarantined %s: %s (bad bytes kept at %s)", name, reason, kept or "-")
     return row
 
 

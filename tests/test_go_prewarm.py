@@ -207,6 +207,33 @@ def test_reverify_catches_a_module_changed_behind_the_mirrors_back(world: World)
     assert world.proxy.count("GET", "/example.com/tamper/@v/v1.0.0.zip") == 2
 
 
+def test_reverify_quarantines_a_go_mod_changed_in_the_database(world: World) -> None:
+    """`.info`/`.mod` live in the database (documents): one changed there is reported like an
+    object (a QuarantinedObject row, its bytes kept) and fetched anew on the next request."""
+    for ext in ("info", "zip"):  # the version is known (as a download makes it)
+        assert world.get(TAMPER.url_path(ext)).status_code == 200
+    good = world.get(TAMPER.url_path("mod"))
+    assert good.status_code == 200
+    changed = world.shell(
+        "from mirror.models import CachedDocument;"
+        "print(CachedDocument.objects.filter(namespace='go-mod',"
+        " key='example.com/tamper@v1.0.0').update(body=b'module evil\\n'))"
+    )
+    assert changed == 1, world.shell(
+        "import json; from mirror.models import CachedDocument;"
+        "print(json.dumps(list(CachedDocument.objects.values_list('namespace', 'key'))))"
+    )
+    quarantined = world.shell(
+        "import json; from mirror import reverify;"
+        "print(json.dumps([[row.key, row.quarantine_key] for row in reverify.run()]))"
+    )
+    assert [key for key, _ in quarantined] == ["documents/go-mod/example.com/tamper@v1.0.0"]
+    assert world.stored(quarantined[0][1]).read_bytes() == b"module evil\n"
+    again = world.get(TAMPER.url_path("mod"))
+    assert (again.status_code, again.content) == (200, good.content)
+    assert again.headers["X-Cache"] == "MISS"
+
+
 def test_refresh_now_by_job_and_by_api(world: World) -> None:
     assert world.get("/example.com/moving/@v/list").text == "v1.0.0\n"
     write_tree(world.tree, [MOVING[1]])  # a new version upstream; the list is cached (1 h)
