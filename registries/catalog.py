@@ -150,16 +150,20 @@ def _names(segment: _Segment, n: int | None, last: str | None) -> Iterator[str]:
     """The segment's client names after `last`, in order, at most `n` + 1 of them: a range
     of the (upstream, name) index, each checked for a link (plain SQL: the ORM's compiling
     cost more than the query)."""
-    where, params = ["r.upstream_id = %s", f"r.name{_C} >= %s"], [segment.upstream_id, segment.low]
+    # One lower bound only: given two, SQLite seeks to one and filters on the other.
+    lower, bound = ">=", segment.low
+    if last is not None:
+        if last.startswith(segment.shown):
+            after = segment.strip + last[len(segment.shown) :]
+            if after >= bound:
+                lower, bound = ">", after
+        elif segment.shown < last[: len(segment.shown)]:
+            return iter(())  # every name of the segment sorts before `last`
+    where = ["r.upstream_id = %s", f"r.name{_C} {lower} %s"]
+    params: list[object] = [segment.upstream_id, bound]
     if segment.high is not None:
         where.append(f"r.name{_C} < %s")
         params.append(segment.high)
-    if last is not None:
-        if last.startswith(segment.shown):
-            where.append(f"r.name{_C} > %s")
-            params.append(segment.strip + last[len(segment.shown) :])
-        elif segment.shown < last[: len(segment.shown)]:
-            return iter(())  # every name of the segment sorts before `last`
     sql = _SEGMENT_SQL.format(
         repository=Repository._meta.db_table,
         link=Link._meta.db_table,
