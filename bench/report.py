@@ -120,3 +120,29 @@ def write_results(
         lines += [f"## {title}", "", *body, ""]
     RESULTS.write_text("\n".join(lines).rstrip() + "\n")
     return RESULTS
+
+
+def write_section(title: str, rows: list[Row], body: list[str], duration: float, load: str) -> Path:
+    """Replace (or add) one section of bench/RESULTS.md, leaving the others as they are: a
+    run of one step alone (BENCH_ONLY) records its figures without dropping the full run's."""
+    heading = f"## {title}"
+    met = [r for r in rows if r.met is not None]
+    section = [
+        heading,
+        "",
+        *(f"- {x}" for x in environment()),
+        f"- Run time: {duration / 60:.1f} min; {load}",
+        "",
+        markdown_table(rows),
+        "",
+        f"Targets met: {sum(bool(r.met) for r in met)} of {len(met)}.",
+        "",
+        *body,
+        "",
+    ]
+    old = RESULTS.read_text().splitlines() if RESULTS.exists() else ["# Entrepot benchmark results"]
+    start = old.index(heading) if heading in old else len(old)
+    end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    lines = old[:start] + ([""] if start == len(old) else []) + section + old[end:]
+    RESULTS.write_text("\n".join(lines).rstrip() + "\n")
+    return RESULTS

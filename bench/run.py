@@ -11,6 +11,12 @@ Knobs for quick trial runs (the defaults are the real benchmark): BENCH_SECONDS 
 10), BENCH_ROUNDS (cold pulls per peer, 5), BENCH_BIG_MIB (1024), BENCH_GO_MODULES (modules
 per `go mod download`, 100), BENCH_GO_ROUNDS (3), BENCH_GO_ZIP_MIB (400), BENCH_KEEP=1 (keep
 the temp folder and print its path).
+
+Step 8 (bench/scale.py) measures cost growth: warm hits, `_catalog` pages and the fill sweep
+with 1k and with 1M cached objects, on SQLite and on PostgreSQL. BENCH_SCALE=0 skips it;
+BENCH_ONLY=scale runs it alone and rewrites only its own section of bench/RESULTS.md. Its
+knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (3), BENCH_SCALE_SECONDS (3),
+BENCH_SCALE_DATABASES (sqlite,postgresql).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from types import FrameType
 
 from tests.support.images import Layout
 
-from . import figures, gofigures, gomod
+from . import figures, gofigures, gomod, scale
 from .measure import (
     big_pulls,
     cold_pulls,
@@ -40,7 +46,7 @@ from .measure import (
     warm_manifests,
 )
 from .peers import Peers, check_tools, log_problems, start_nginx, start_peers
-from .report import markdown_table, write_results
+from .report import Row, markdown_table, write_results, write_section
 
 MIB = 1024 * 1024
 PEERS = ("direct", "direct via proxy", "mirror", "distribution")
@@ -104,12 +110,42 @@ def _load() -> str:
     return f"{one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+SCALE_TITLE = "Scale step alone (BENCH_ONLY=scale)"
+
+
+def _print_rows(rows: list[Row]) -> None:
+    print("\n" + markdown_table(rows) + "\n", flush=True)
+    for row in rows:
+        if row.met is not None:
+            print(f"{'MET    ' if row.met else 'NOT MET'} {row.measure} ({row.target})")
+
+
+def _scale(root: Path) -> list[scale.EngineFigures]:
+    say(f"8 scale: 1k and {_env_int('BENCH_SCALE_OBJECTS', 1_000_000):,} cached objects")
+    return scale.scale(root)
+
+
+def scale_only(root: Path) -> None:
+    """BENCH_ONLY=scale: step 8 alone; its section of bench/RESULTS.md is rewritten."""
+    started, load_before = time.monotonic(), _load()
+    found = _scale(root)
+    rows = scale.rows(found)
+    _print_rows(rows)
+    body = [*scale.explanations(found), "", *scale.details(found)]
+    load = f"load average before the run {load_before}, after {_load()}"
+    path = write_section(SCALE_TITLE, rows, body, time.monotonic() - started, load)
+    say(f'wrote the section "{SCALE_TITLE}" of {path}')
+
+
 def bench(root: Path, stack: ExitStack) -> None:
     """Start everything under `root`, measure, print and write the results."""
     started = time.monotonic()
     load_before = _load()
     if os.getloadavg()[0] > 0.5:
         say(f"warning: the machine is already busy (load {load_before}); figures will be noisy")
+    if os.environ.get("BENCH_ONLY") == "scale":
+        scale_only(root)
+        return
     seconds = _env_int("BENCH_SECONDS", 10)
     rounds = _env_int("BENCH_ROUNDS", 5)
     big_mib = _env_int("BENCH_BIG_MIB", 1024)
@@ -149,13 +185,13 @@ def bench(root: Path, stack: ExitStack) -> None:
     zip_pull = gomod.big_zip(g)
     go_snapshots.append(gofigures.checkpoint(g, "after 7", gomod.memory_snapshot(g)))
 
+    stack.close()  # step 8 runs instances of its own: stop the others first
+    grown = [] if os.environ.get("BENCH_SCALE") == "0" else _scale(root)
+
     rows = figures.rows(manifests, blobs, cold, herd, big, cold_mib, big_mib)
-    rows += gofigures.rows(downloads, zip_pull, zip_mib)
+    rows += gofigures.rows(downloads, zip_pull, zip_mib) + scale.rows(grown)
     logs = figures.log_section(p) + gofigures.log_section(g)
-    print("\n" + markdown_table(rows) + "\n", flush=True)
-    for row in rows:
-        if row.met is not None:
-            print(f"{'MET    ' if row.met else 'NOT MET'} {row.measure} ({row.target})")
+    _print_rows(rows)
     print("\n".join(logs))
     path = write_results(
         rows,
@@ -163,12 +199,14 @@ def bench(root: Path, stack: ExitStack) -> None:
             (
                 "What the figures measure",
                 figures.explanations(cold_mib, big_mib, seconds, rounds)
-                + gofigures.explanations(downloads, zip_mib),
+                + gofigures.explanations(downloads, zip_mib)
+                + (scale.explanations(grown) if grown else []),
             ),
             (
                 "Details",
                 figures.details(p, manifests, blobs, cold, herd, big, snapshots)
-                + gofigures.details(downloads, zip_pull, g, go_snapshots),
+                + gofigures.details(downloads, zip_pull, g, go_snapshots)
+                + scale.details(grown),
             ),
             ("Server logs", logs),
             ("Caveats", CAVEATS),
