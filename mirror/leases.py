@@ -42,17 +42,24 @@ def is_local(lease: FillLease) -> bool:
 
 
 def claim(key: str) -> FillLease | None:
-    """Become the filler of `key`, or None when a live lease is held by someone else."""
+    """Become the filler of `key`, or None when a live lease is held by someone else.
+
+    The row returned names the lease (`pk`, `key`, `owner`: what renew, publish and release
+    use); its `expires_at` is the database's and is not read back (one query fewer per
+    miss)."""
     owner = new_owner()
     try:
         with transaction.atomic():
-            FillLease.objects.create(key=key, owner=owner, expires_at=_expiry())
+            lease = FillLease.objects.create(key=key, owner=owner, expires_at=_expiry())
     except IntegrityError:
-        FillLease.objects.filter(key=key, expires_at__lt=Now()).update(
+        taken = FillLease.objects.filter(key=key, expires_at__lt=Now()).update(
             owner=owner, expires_at=_expiry(), spool_path="", size=None
         )
-    # Read back: the row holds the database's expiry, not the expression that computed it.
-    return FillLease.objects.filter(key=key, owner=owner).first()
+        if not taken:
+            return None
+        return FillLease.objects.filter(key=key, owner=owner).first()
+    lease.expires_at = None  # computed by the database; never read from this object
+    return lease
 
 
 def renew(lease: FillLease) -> bool:
