@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tests.support.net import free_port, wait_http
 from tests.support.process import terminate
+from tests.support.s3 import bucket_env
 
 from . import peers
 from .measure import BigPull, _big_pull, _largest_layer, say
@@ -34,8 +35,6 @@ BUCKET = "entrepot-bench"
 def _moto(stack: ExitStack) -> dict[str, str]:
     """A moto S3 server with a bucket, in a process of its own (in this one it would share
     the interpreter lock with the counting proxy and the client); the mirror's environment."""
-    import boto3
-
     port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -44,21 +43,7 @@ def _moto(stack: ExitStack) -> dict[str, str]:
     )
     stack.callback(terminate, server)
     wait_http(f"http://127.0.0.1:{port}/", timeout=30)
-    env = {
-        "AWS_STORAGE_BUCKET_NAME": BUCKET,
-        "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_S3_REGION_NAME": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_S3_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test-secret",
-    ).create_bucket(Bucket=BUCKET)
-    return env
+    return bucket_env(f"http://127.0.0.1:{port}", BUCKET)
 
 
 def _profiler(master: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:

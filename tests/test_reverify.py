@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from django.utils import timezone
@@ -32,6 +31,7 @@ from mirror.storage import Storage, check_key, get_storage
 from tests.conftest import Upstreams
 from tests.mirror_server import ROOT, MirrorServer
 from tests.support.net import free_port
+from tests.support.s3 import bucket_env
 
 # Run in the mirror's environment: the run's quarantined rows, then every blob's verified_at.
 RUN = """
@@ -119,13 +119,7 @@ def s3_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test-secret",
-    ).create_bucket(Bucket=BUCKET)
+    bucket_env(endpoint, BUCKET)
     yield endpoint
     server.stop()
 

@@ -7,7 +7,6 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
@@ -15,6 +14,7 @@ from moto.server import ThreadedMotoServer
 from tests.conftest import Upstreams, write_config
 from tests.mirror_server import MirrorServer
 from tests.support.net import free_port
+from tests.support.s3 import bucket_env
 
 BUCKET = "entrepot-test"
 
@@ -24,20 +24,7 @@ def s3_env() -> Iterator[dict[str, str]]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    env = {
-        "AWS_STORAGE_BUCKET_NAME": BUCKET,
-        "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_S3_REGION_NAME": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_S3_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test-secret",
-    ).create_bucket(Bucket=BUCKET)
+    env = bucket_env(f"http://127.0.0.1:{port}", BUCKET)
     yield env
     server.stop()
 
