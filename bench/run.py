@@ -185,12 +185,15 @@ def bench(root: Path, stack: ExitStack) -> None:
     zip_pull = gomod.big_zip(g)
     go_snapshots.append(gofigures.checkpoint(g, "after 7", gomod.memory_snapshot(g)))
 
+    # What needs the running servers (their processes and logs) is read before they stop.
+    details = figures.details(p, manifests, blobs, cold, herd, big, snapshots)
+    details += gofigures.details(downloads, zip_pull, g, go_snapshots)
+    logs = figures.log_section(p) + gofigures.log_section(g)
     stack.close()  # step 8 runs instances of its own: stop the others first
     grown = [] if os.environ.get("BENCH_SCALE") == "0" else _scale(root)
 
     rows = figures.rows(manifests, blobs, cold, herd, big, cold_mib, big_mib)
     rows += gofigures.rows(downloads, zip_pull, zip_mib) + scale.rows(grown)
-    logs = figures.log_section(p) + gofigures.log_section(g)
     _print_rows(rows)
     print("\n".join(logs))
     path = write_results(
@@ -202,12 +205,7 @@ def bench(root: Path, stack: ExitStack) -> None:
                 + gofigures.explanations(downloads, zip_mib)
                 + (scale.explanations(grown) if grown else []),
             ),
-            (
-                "Details",
-                figures.details(p, manifests, blobs, cold, herd, big, snapshots)
-                + gofigures.details(downloads, zip_pull, g, go_snapshots)
-                + scale.details(grown),
-            ),
+            ("Details", details + scale.details(grown)),
             ("Server logs", logs),
             ("Caveats", CAVEATS),
         ],
