@@ -8,9 +8,13 @@ from .peers import Peers, log_problems
 from .report import Row
 
 MIB = 1024 * 1024
-TARGET_MANIFEST_RATIO = 1.5
+# Targets of the issues that set them (issue 9 raised the manifest rate and set the cold
+# large-blob ones; RSS per worker is issue 9's 120 MB for the cold large blob, else 200 MiB).
+TARGET_MANIFEST_RATIO = 8
 TARGET_BLOB_RATIO = 0.9
 TARGET_COLD_RATIO = 1.2
+TARGET_BIG_RATIO = 1.0
+TARGET_BIG_RSS_MB = 120
 TARGET_RSS_MIB = 200
 
 # (phase, RSS snapshot, mirror log warnings so far)
@@ -83,8 +87,8 @@ def rows(
             f"{_mib(peak['distribution'])} (process)",
             "-",
             "-",
-            f"< {TARGET_RSS_MIB} MiB per worker, sha256 ok",
-            peak["mirror"] < TARGET_RSS_MIB * MIB and all_ok,
+            f"< {TARGET_BIG_RSS_MB} MB per worker, sha256 ok",
+            peak["mirror"] < TARGET_BIG_RSS_MB * 1_000_000 and all_ok,
         ),
         Row(
             "5b. Peak RSS sum, master + workers, MiB",
@@ -101,8 +105,8 @@ def rows(
             f"{best['distribution']:.1f} ({times['distribution']})",
             "-",
             f"{best['mirror'] / best['distribution']:.2f} m/d (best)",
-            "-",
-            None,
+            f"<= {TARGET_BIG_RATIO} m/d",
+            best["mirror"] / best["distribution"] <= TARGET_BIG_RATIO,
         ),
     ]
 
