@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
-
-import httpx
 
 from tests.mirror_server import MirrorServer
 from tests.support.gomodules import Module, StaticServer, write_tree
@@ -29,51 +25,10 @@ from .gomod import PAD, _go_download, _write_config
 from .peers import MIRROR_ENV
 
 
-class BuildServer(MirrorServer):
-    """A MirrorServer run from the code in `root` (a checkout of some commit)."""
-
-    def __init__(self, root: Path, data_dir: Path, config: Path, **env: str) -> None:
-        super().__init__(data_dir, config, **env)
-        self.root = root
-
-    def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
-        return result.stdout
-
-    def start(self) -> BuildServer:
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
-            cwd=self.root,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"mirror in {self.root} did not start:\n{self.log.read_text()[-3000:]}")
-
-
-def _start_build(root: Path, data: Path, upstream: str, stack: ExitStack) -> BuildServer:
+def _start_build(root: Path, data: Path, upstream: str, stack: ExitStack) -> MirrorServer:
     data.mkdir(parents=True)
     env = {**MIRROR_ENV, "MIRROR_GO_VERIFY": "off"}
-    server = BuildServer(root, data, _write_config(data / "mirror.yml", upstream), **env)
+    server = MirrorServer(data, _write_config(data / "mirror.yml", upstream), root=root, **env)
     stack.callback(server.stop)
     server.setup()
     return server.start()

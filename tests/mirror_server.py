@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class MirrorServer:
-    """An Entrepot instance with its own data folder (or a shared database and storage)."""
+    """An Entrepot instance with its own data folder (or a shared database and storage), run
+    from the code in `root` (this checkout, or another commit's for an A/B)."""
 
-    def __init__(self, data_dir: Path, config: Path | None, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, config: Path | None, *, root: Path = ROOT, **env: str
+    ) -> None:
+        self.root = root
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {
@@ -51,7 +55,7 @@ class MirrorServer:
     def manage(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             capture_output=True,
             text=True,
@@ -72,7 +76,7 @@ class MirrorServer:
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
