@@ -59,6 +59,8 @@ FIELDS = {
     "fall_through": "fall_through",
     "sumdb": "sumdb",
     "key": "key",
+    "private": "private",
+    "max_bytes": "max_bytes",
 }
 
 

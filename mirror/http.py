@@ -23,7 +23,7 @@ import httpcore
 import httpx
 from django.conf import settings
 
-from . import budgets
+from . import budgets, shared
 from .content import Source
 from .deadlines import DeadlineBackend, deadline
 from .errors import (
@@ -368,12 +368,31 @@ class UpstreamClient:
             headers["Authorization"] = httpx.BasicAuth(*creds)._auth_header
         return headers
 
+    def _token_key(self, scope: str) -> str:
+        # Per upstream URL and user: a token got with other credentials is not this one's.
+        creds = self.info.credentials()
+        return shared.key("upstream-token", self.info.url, creds[0] if creds else "", scope)
+
     def _cached_token(self, scope: str) -> str | None:
+        """This process's token for `scope`; for an upstream that wants tokens, also one
+        another instance got (mirror/shared.py)."""
         with self._lock:
             entry = self._tokens.get(scope)
         if entry and entry[1] > time.monotonic():
             return entry[0]
-        return None
+        return self._shared_token(scope) if self._uses_bearer else None
+
+    def _shared_token(self, scope: str) -> str | None:
+        found = shared.get(self._token_key(scope))
+        if not (isinstance(found, tuple) and len(found) == 2):
+            return None
+        token, expires = found
+        left = expires - time.time()
+        if left <= 0:
+            return None
+        with self._lock:
+            self._tokens[scope] = (token, time.monotonic() + left)
+        return token
 
     def _authenticate(self, response: httpx.Response, scope: str) -> bool:
         """Follow a `WWW-Authenticate: Bearer realm=...` challenge; True if a token was got.
@@ -389,6 +408,10 @@ class UpstreamClient:
         if not realm.startswith(("http://", "https://")):
             return False
         self._uses_bearer = True
+        # Another instance's token, unless it is the one this 401 just refused.
+        token = self._shared_token(scope)
+        if token and response.request.headers.get("Authorization") != f"Bearer {token}":
+            return True
         creds = self.info.credentials()
         name = self.info.name
         with deadline(settings.MIRROR_UPSTREAM_METADATA_TIMEOUT):
@@ -418,8 +441,10 @@ class UpstreamClient:
                 answer.close()
         token, lifetime = _token_from(body, name)
         # Renew a little before expiry, so that a token never dies mid-request.
+        usable = max(lifetime - 10, lifetime / 2)
         with self._lock:
-            self._tokens[scope] = (token, time.monotonic() + max(lifetime - 10, lifetime / 2))
+            self._tokens[scope] = (token, time.monotonic() + usable)
+        shared.put(self._token_key(scope), (token, time.time() + usable), usable)
         return True
 
 

@@ -4,6 +4,7 @@ Protocol apps keep their own metadata (tags, manifests, module versions) and ref
 content by its storage key.
 """
 
+from django.conf import settings
 from django.db import models
 
 
@@ -60,6 +61,23 @@ class Upstream(models.Model):
     )
     key = models.CharField(
         max_length=512, blank=True, help_text="gosumdb: the verifier key (name+hash+key)."
+    )
+    private = models.BooleanField(
+        default=False,
+        help_text="Pulled only by the allowed users and groups (and superusers); anyone else "
+        "gets the answer a name that does not exist gets.",
+    )
+    allowed_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="+", help_text="Private: who may pull."
+    )
+    allowed_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="+", help_text="Private: whose members may pull."
+    )
+    max_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Cache budget for this upstream's content, in bytes (empty: only the total "
+        "budget, MIRROR_CACHE_MAX_BYTES, applies).",
     )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
@@ -253,6 +271,59 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class PullToken(models.Model):
+    """A user's token for pulling (`docker login`/`podman login` password, or the password in
+    `GOPROXY=https://USER:TOKEN@host`): only its SHA-256 is stored; shown once, at creation."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pull_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="What it is for, e.g. the CI system.")
+    prefix = models.CharField(max_length=16, help_text="The token's first characters.")
+    digest = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(null=True, blank=True, help_text="Empty: does not expire.")
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "pull token"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "name"], name="unique_pull_token_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} / {self.name} ({self.prefix}…)"
+
+
+class Eviction(models.Model):
+    """One unit of content taken out of the cache to keep it within its budget (or purged by
+    an operator): an image tag or manifest with the blobs nothing kept refers to, or a module
+    version's files."""
+
+    class Reason(models.TextChoices):
+        UPSTREAM_BUDGET = "upstream_budget", "upstream over its budget"
+        TOTAL_BUDGET = "total_budget", "cache over its total budget"
+        PURGE = "purge", "purged by an operator"
+
+    when = models.DateTimeField(auto_now_add=True, db_index=True)
+    upstream = models.ForeignKey(Upstream, null=True, blank=True, on_delete=models.SET_NULL)
+    kind = models.CharField(max_length=16, help_text="image or module (ecosystem kinds)")
+    reference = models.CharField(max_length=1024)
+    object_count = models.PositiveIntegerField(default=0, help_text="Stored objects deleted.")
+    bytes = models.BigIntegerField(default=0, help_text="Bytes freed.")
+    last_access = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last pulled before it went."
+    )
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+
+    class Meta:
+        ordering = ["-when"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference} ({self.reason})"
 
 
 class UpstreamBudget(models.Model):
