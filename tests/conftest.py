@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.mirror_server import MirrorServer
+from tests.support.cluster import fresh_database
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import Layout, build_layout, push
 from tests.support.registry import Registry
@@ -123,6 +124,13 @@ def mirror(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the test's servers, dropped after it."""
+    with fresh_database() as url:
+        yield url
 
 
 # The test database is SQLite in a file, not in memory: Django's default test database for

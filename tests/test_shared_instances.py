@@ -1,36 +1,16 @@
-"""Two instances sharing PostgreSQL and storage form one mirror: one upstream fetch between
-them for a blob both are asked for at once."""
+"""Two instances sharing PostgreSQL and a local storage folder form one mirror: one upstream
+fetch between them for a blob both are asked for at once. (Instances on S3, Redis and a
+worker, killed mid-fill or under load: tests/test_cluster.py.)"""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
-import pytest
 
 from tests.conftest import Upstreams, write_config
 from tests.mirror_server import MirrorServer
 from tests.support.net import get_together
-
-PG_ADMIN = os.environ.get("ENTREPOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    name = f"entrepot_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN}: {e}", pytrace=False)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def test_two_instances_fetch_once(tmp_path: Path, upstreams: Upstreams, database_url: str) -> None:
