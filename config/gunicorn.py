@@ -16,8 +16,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from config.cpus import usable_cpus
+
+ROOT = Path(__file__).resolve().parent.parent
+# Prometheus metrics: each worker process counts into files in this folder, which /metrics
+# merges (prometheus_client's multiprocess mode; mirror/metrics.py). Set here, in the master,
+# so that every worker has it before it imports prometheus_client; one folder per server, on
+# a local disk (an emptyDir in Kubernetes). Default: MIRROR_DATA_DIR (as config/settings.py
+# reads it) / metrics.
+_data_dir = Path(os.environ.get("MIRROR_DATA_DIR") or ROOT / "var").resolve()
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_data_dir / "metrics"))
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # gthread that reads request heads in its poller, under MIRROR_REQUEST_HEAD_TIMEOUT: slow
@@ -34,7 +44,12 @@ worker_connections = 2000
 # sendfile is on by default. Do not write `sendfile = True` here: gunicorn's setting is the
 # --no-sendfile flag, and any value of it turns sendfile off.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# Never the query string (%(r)s, %(q)s: tokens travel there), the user (%(u)s, from Basic
+# auth) or the referer. MIRROR_ACCESS_LOG has the same in JSON, with the request id.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
 errorlog = "-"
+if os.environ.get("LOG_FORMAT", "json").strip().lower() != "plain":
+    logger_class = "config.jsonlog.GunicornLogger"  # its own lines in JSON, as the app's
 # gunicorn's control socket lives at one fixed path per user; several instances on one host
 # (tests, benchmarks) would fight over it, and nothing here uses it.
 control_socket_disable = True
@@ -44,7 +59,18 @@ def on_starting(server: object) -> None:
     """Refuse to serve a misconfigured mirror: Django's system checks (gunicorn runs none
     itself; `make run` also meets them in `migrate`). In a child process, so that the master
     does not load Django (+50 MiB resident) before forking the workers."""
-    manage = Path(__file__).resolve().parent.parent / "manage.py"
-    result = subprocess.run([sys.executable, str(manage), "check"], check=False)
+    result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], check=False)
     if result.returncode:
         raise SystemExit(f"system checks failed (exit {result.returncode}): not serving")
+    # The counts of an earlier run (and of the check above) are not this server's.
+    metrics = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics.mkdir(parents=True, exist_ok=True)
+    for stale in metrics.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server: object, worker: Any) -> None:
+    """A worker's live gauges (fills in progress) go with it; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: request ids, request metrics, the access log (sees every answer as it leaves).
+    "config.observability.observe",
     "django.middleware.security.SecurityMiddleware",
     # No body on HEAD error answers; the admin's frame and content policies.
     "config.middleware.site_rules",
@@ -173,11 +175,24 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# LOG_FORMAT=json (default): one JSON object per line, with the request id of the request
+# being handled (config/observability.py); plain: one line of text.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.jsonlog.formatter"},
+    },
+    "filters": {"request_id": {"()": "config.observability.RequestIdFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # httpx logs every upstream request at INFO; upstream failures are logged by the core.
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
@@ -277,3 +292,24 @@ MIRROR_REVERIFY_BYTES = int(os.environ.get("MIRROR_REVERIFY_BYTES", 1 << 30))
 MIRROR_REFRESH_EVERY = int(os.environ.get("MIRROR_REFRESH_EVERY", 3600))
 # Seconds between re-verification runs: the default beat schedule (mirror/schedules.py; admin).
 MIRROR_REVERIFY_EVERY = int(os.environ.get("MIRROR_REVERIFY_EVERY", 6 * 3600))
+
+# --- Metrics, health and logs (issue 10; config/observability.py, mirror/metrics.py).
+# When set, /metrics answers only requests with `Authorization: Bearer <this>`.
+MIRROR_METRICS_TOKEN = os.environ.get("MIRROR_METRICS_TOKEN", "")
+# The cache-content, prewarm-job and eviction figures of /metrics are read from the database
+# at most this often per process (counting the cache scans its index).
+MIRROR_METRICS_DATABASE_SECONDS = _env_float("MIRROR_METRICS_DATABASE_SECONDS", 30)
+# One log line per request (logger entrepot.access): method, path without its query, status,
+# ecosystem, upstream, cache result, duration. Off by default (gunicorn's own access log too).
+MIRROR_ACCESS_LOG = _env_bool("MIRROR_ACCESS_LOG")
+# Workers of one gunicorn master count into files here (config/gunicorn.py sets it); any other
+# process given it (a Celery worker started from the same environment) needs it to exist.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# Opening a PostgreSQL connection gives up after this many seconds (libpq waits forever by
+# default): /readyz, /metrics and requests answer 503 instead of hanging on a lost network.
+DATABASE_CONNECT_TIMEOUT = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", 5))
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", DATABASE_CONNECT_TIMEOUT
+    )

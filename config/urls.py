@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
-from config import api
+from config import api, observability
 from config.errors import bad_request, server_error
 from config.frontpage import frontpage
 from goproxy.views import goproxy, sumdb_proxy
@@ -16,6 +16,7 @@ urlpatterns = [
     *api.urlpatterns,
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    path("metrics", observability.metrics),
     re_path(r"^sumdb/(?P<name>[^/]+)/(?P<path>.+)$", sumdb_proxy),
     # GOPROXY=https://mirror: module paths start with a domain, so they cannot clash with the
     # fixed paths above.

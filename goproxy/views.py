@@ -102,10 +102,19 @@ def _module(escaped: str) -> str:
     return check_module_path(unescape(escaped))
 
 
+def _routed(request: HttpRequest, escaped: str) -> str:
+    """The module of a GOPROXY path; its first upstream labels the request's metrics
+    (config/observability.py)."""
+    module = _module(escaped)
+    upstreams = chain.route(module).upstreams
+    request.mirror_upstream = upstreams[0].name if upstreams else ""  # type: ignore[attr-defined]
+    return module
+
+
 @_handled
 def goproxy(request: HttpRequest, path: str) -> HttpResponse:
     if match := _FILE.match(path):
-        module = _module(match["module"])
+        module = _routed(request, match["module"])
         version = check_version(module, unescape(match["version"]))
         ext = match["ext"]
         if ext == "zip":
@@ -113,10 +122,10 @@ def goproxy(request: HttpRequest, path: str) -> HttpResponse:
         document = service.small_file(module, version, ext)
         return _immutable(request, document.body, document.cache, CONTENT_TYPES[ext])
     if match := _LIST.match(path):
-        document = service.version_list(_module(match["module"]))
+        document = service.version_list(_routed(request, match["module"]))
         return _answer(request, document.body, document.cache, TEXT, LIST_CACHE_CONTROL)
     if match := _LATEST.match(path):
-        document = service.latest(_module(match["module"]))
+        document = service.latest(_routed(request, match["module"]))
         return _answer(request, document.body, document.cache, JSON, LIST_CACHE_CONTROL)
     return _text(404, "not found")
 
@@ -162,6 +171,7 @@ def sumdb_proxy(request: HttpRequest, name: str, path: str) -> HttpResponse:
     db = sumdb.database(name)
     if db is None:
         return _text(404, f"checksum database {name[:100]!r} is not proxied here")
+    request.mirror_upstream = db.name  # type: ignore[attr-defined]
     if path == "supported":
         return _text(200, "")
     if match := _LOOKUP.match(path):

@@ -31,6 +31,7 @@ from .content import CHUNK, POLL, Content, RemoteFollower, Source, StoredContent
 from .content import wait_seconds as _wait_seconds
 from .errors import Overloaded, StorageFull, UpstreamUnavailable
 from .filler import Fill, sweep_spools
+from .metrics import FILLS_IN_PROGRESS
 from .models import FillLease
 from .storage import Storage, get_storage
 
@@ -83,6 +84,7 @@ class _Fills:
         with self._cond:
             self._fills[fill.key] = fill
             self._cond.notify_all()
+        FILLS_IN_PROGRESS.inc()
 
     def end(self, fill: Fill) -> None:
         """A fill ended: forget it and free its slot."""
@@ -91,6 +93,7 @@ class _Fills:
                 del self._fills[fill.key]
             self._slots_taken -= 1
             self._cond.notify_all()
+        FILLS_IN_PROGRESS.dec()
 
 
 _fills = _Fills()

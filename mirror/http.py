@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from .errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
+from .metrics import BYTES_FETCHED, UPSTREAM_ERRORS, UPSTREAM_LATENCY
 from .upstreams import UpstreamInfo
 
 log = logging.getLogger(__name__)
@@ -209,18 +211,82 @@ class RawBody:
         )
 
 
+# A streamed body's bytes are added to BYTES_FETCHED per this many (and at its end), not per
+# read: the body loop is the cold path's hot loop.
+_COUNT_EVERY = 1 << 20
+# Where `UpstreamClient._check` notes which upstream a response came from (for its metrics).
+_UPSTREAM = "entrepot.upstream"
+
+
+class _Fetched:
+    """The bytes of one streamed upstream body, counted as they are read."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._counter = BYTES_FETCHED.labels(response.extensions.get(_UPSTREAM, "none"))
+        self._pending = 0
+
+    def add(self, n: int) -> None:
+        self._pending += n
+        if self._pending >= _COUNT_EVERY:
+            self._counter.inc(self._pending)
+            self._pending = 0
+
+    def flush(self) -> None:
+        if self._pending:
+            self._counter.inc(self._pending)
+            self._pending = 0
+
+    def chunks(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.add(len(chunk))
+            yield chunk
+
+    def readinto(self, readinto: Callable[[memoryview], int]) -> Callable[[memoryview], int]:
+        def counted(view: memoryview) -> int:
+            n = readinto(view)
+            self.add(n)
+            return n
+
+        return counted
+
+
 def stream_source(response: httpx.Response) -> Source:
     """A fill's `Source` for a streamed upstream response (status already checked): its
     Content-Length, its raw bytes (no Content-Encoding is decoded), and how to close it."""
     length = response.headers.get("Content-Length", "")
     size = int(length) if length.isascii() and length.isdigit() else None
     raw = RawBody.of(response)
+    fetched = _Fetched(response)
+
+    def close() -> None:
+        fetched.flush()
+        response.close()
+
     return Source(
         size=size,
-        chunks=response.iter_raw() if raw is None else iter(()),
-        close=response.close,
-        readinto=None if raw is None else raw.readinto,
+        chunks=fetched.chunks(response.iter_raw()) if raw is None else iter(()),
+        close=close,
+        readinto=None if raw is None else fetched.readinto(raw.readinto),
     )
+
+
+def _error_kind(e: Exception) -> str:
+    """The `kind` label of UPSTREAM_ERRORS for a failed exchange."""
+    if isinstance(e, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(e, httpx.TransportError):
+        return "unreachable"
+    return "invalid"
+
+
+def _status_kind(status: int) -> str:
+    if status in (404, 410):
+        return "not_found"
+    if status in (401, 403):
+        return "denied"
+    if status == 429:
+        return "rate_limited"
+    return "status_4xx" if status < 500 else "status_5xx"
 
 
 def _transport() -> httpx.HTTPTransport:
@@ -282,8 +348,15 @@ class UpstreamClient:
             response = self.send(method, path, headers=headers, params=params, scope=scope)
             try:
                 body = b"" if method == "HEAD" else read_capped(response, cap)
+            except UpstreamInvalid:
+                UPSTREAM_ERRORS.labels(self.info.name, "invalid").inc()
+                raise
+            except UpstreamUnavailable:
+                UPSTREAM_ERRORS.labels(self.info.name, "broken").inc()
+                raise
             finally:
                 response.close()
+        BYTES_FETCHED.labels(self.info.name).inc(len(body))
         return Answer(response.status_code, response.headers, body)
 
     def send(
@@ -321,11 +394,15 @@ class UpstreamClient:
                     params=params,
                     timeout=timeout,
                 )
+                started = time.monotonic()
                 response = self._http.send(request, stream=True)
-            except httpx.TransportError as e:
-                raise UpstreamUnavailable(f"{self.info.name}: {type(e).__name__}") from e
-            except httpx.HTTPError as e:  # redirect loop, invalid redirect URL, ...
+            except httpx.HTTPError as e:
+                UPSTREAM_ERRORS.labels(self.info.name, _error_kind(e)).inc()
+                if isinstance(e, httpx.TransportError):
+                    raise UpstreamUnavailable(f"{self.info.name}: {type(e).__name__}") from e
+                # A redirect loop, an invalid redirect URL, ...
                 raise UpstreamInvalid(f"{self.info.name}: {type(e).__name__}") from e
+            UPSTREAM_LATENCY.labels(self.info.name, method).observe(time.monotonic() - started)
             if response.status_code == 401 and attempt == 0:
                 try:
                     retry = self._authenticate(response, scope)
@@ -333,6 +410,7 @@ class UpstreamClient:
                     response.close()
                 if retry:
                     continue
+                UPSTREAM_ERRORS.labels(self.info.name, "denied").inc()
                 raise UpstreamDenied(f"{self.info.name}: 401")
             return self._check(response)
         raise AssertionError("unreachable")
@@ -346,8 +424,10 @@ class UpstreamClient:
         )
         budgets.observe(self.info.id, status, response.headers, retry)
         if status < 400:
+            response.extensions[_UPSTREAM] = self.info.name
             return response
         response.close()
+        UPSTREAM_ERRORS.labels(self.info.name, _status_kind(status)).inc()
         name = self.info.name
         if status in (404, 410):
             raise UpstreamNotFound(f"{name}: {status}")

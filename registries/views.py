@@ -110,8 +110,11 @@ def _domain_error(e: Exception, kind: str) -> RegistryError:
 
 
 def _route(request: HttpRequest, name: str) -> Route:
-    """The route of an already validated name (the handlers check names first)."""
-    return route(name, request.GET.get("ns") or None)
+    """The route of an already validated name (the handlers check names first); its upstream
+    labels the request's metrics (config/observability.py)."""
+    target = route(name, request.GET.get("ns") or None)
+    request.mirror_upstream = target.upstream.name  # type: ignore[attr-defined]
+    return target
 
 
 def _page_size(request: HttpRequest) -> int | None:
