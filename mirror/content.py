@@ -12,6 +12,8 @@ closed; an answer that never reads (a 416, a client gone before the first byte) 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 CHUNK = 1024 * 1024
 POLL = 0.05
 HOLDBACK = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def wait_seconds() -> float:
@@ -276,17 +280,44 @@ class LocalFollower(SpoolReader):
                 fill.cond.wait(min(1.0, left))
 
 
+class _FillerDied(Exception):
+    """The filler a RemoteFollower tails died (its lease lapsed) before committing."""
+
+
 class RemoteFollower(SpoolReader):
     """Tails the spool file of a filler in another process on this host.
 
-    Gives up (UpstreamUnavailable) when the spool has not grown for `wait_seconds()` while
-    the filler's lease lives on."""
+    A filler's death is a follower's turn: when its lease lapses (expired, or taken over
+    after expiring) with nothing committed, the reader asks `retake` for the object (which
+    claims the fill, or follows whoever claimed it first) and goes on from the bytes its
+    client already has, so the client still gets the whole body. A filler that ended and
+    released its lease without committing failed: its readers get the error. Gives up
+    (UpstreamUnavailable) when the spool has not grown for `wait_seconds()` while the
+    filler's lease lives on."""
 
-    def __init__(self, key: str, lease: FillLease, storage: Storage) -> None:
+    def __init__(
+        self,
+        key: str,
+        lease: FillLease,
+        storage: Storage,
+        retake: Callable[[], Content] | None = None,
+    ) -> None:
         self.lease = lease
+        self._retake = retake
         self._done = False
         self._checked = time.monotonic()
         super().__init__(storage, key, lease.spool_path, lease.size)
+
+    def _iterate(self, pos: int, end: int | None) -> Iterator[bytes]:
+        try:
+            with contextlib.closing(super()._iterate(pos, end)) as chunks:
+                for data in chunks:
+                    pos += len(data)
+                    yield data
+        except _FillerDied:
+            assert self._retake is not None
+            log.warning("the filler of %s died: taking the fill over at byte %d", self.key, pos)
+            yield from _chunks(self._retake(), pos, end)
 
     def _readable(self, pos: int, end: int | None) -> int:
         size, grown = -1, time.monotonic()
@@ -306,8 +337,20 @@ class RemoteFollower(SpoolReader):
                 self._checked = now
                 live = leases.current(self.key)
                 if live is None or live.owner != self.lease.owner:
-                    if self.storage.stat(self.key) is None:
-                        raise self._failure()
-                    self._done = True
-                    continue
+                    if self.storage.stat(self.key) is not None:
+                        self._done = True
+                        continue
+                    if self._retake is not None and (live or leases.lapsed(self.lease)):
+                        raise _FillerDied
+                    raise self._failure()
             time.sleep(POLL)
+
+
+def _chunks(content: Content, start: int, end: int | None) -> Iterator[bytes]:
+    """The bytes of `content` from `start` up to `end` (or its end)."""
+    length = None if end is None else end - start
+    body = content.open(start, length)
+    if hasattr(body, "read"):  # a file (files are iterators too: of lines)
+        yield from read_chunks(body, length)
+    else:
+        yield from body

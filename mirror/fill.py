@@ -17,6 +17,7 @@ See ../shared/docs/fill-path.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -150,6 +151,10 @@ def _get(
     max_size: int,
 ) -> Content:
     give_up = time.monotonic() + _wait_seconds()
+    # What a follower of a filler that dies does: ask again (claim the fill, or follow).
+    retake = functools.partial(
+        get, key, fetch=fetch, verifier=verifier, upstream_id=upstream_id, max_size=max_size
+    )
     while True:
         if (content := stored(key)) is not None:
             return content
@@ -162,7 +167,7 @@ def _get(
             return lease
         if lease is not None:
             return _start(key, lease, storage, fetch, verifier, upstream_id, max_size)
-        if (content := _follow_elsewhere(key, storage, give_up)) is not None:
+        if (content := _follow_elsewhere(key, storage, give_up, retake)) is not None:
             return content
         if time.monotonic() > give_up:
             raise UpstreamUnavailable(f"timed out waiting for another fill of {key}")
@@ -213,7 +218,9 @@ def _start(
     return fill.reader()
 
 
-def _follow_elsewhere(key: str, storage: Storage, give_up: float) -> Content | None:
+def _follow_elsewhere(
+    key: str, storage: Storage, give_up: float, retake: Callable[[], Content]
+) -> Content | None:
     """Follow a fill owned by another process: its spool when on this host, else wait for
     its end. None when it ended (look again); UpstreamUnavailable past `give_up`."""
     own = f"{leases.HOST}:{os.getpid()}:"
@@ -224,7 +231,7 @@ def _follow_elsewhere(key: str, storage: Storage, give_up: float) -> Content | N
         # whose release failed): wait for it to go rather than follow a dead spool.
         followable = lease.spool_path and not lease.owner.startswith(own)
         if followable and leases.is_local(lease) and os.path.exists(lease.spool_path):
-            return RemoteFollower(key, lease, storage)
+            return RemoteFollower(key, lease, storage, retake)
         if time.monotonic() > give_up:
             raise UpstreamUnavailable(
                 f"another instance is still filling {key}",

@@ -85,6 +85,12 @@ def current(key: str) -> FillLease | None:
     return FillLease.objects.filter(key=key, expires_at__gte=Now()).first()
 
 
+def lapsed(lease: FillLease) -> bool:
+    """Whether `lease` ran out while its owner still held it (the filler died: a filler that
+    ends releases its lease). Only meaningful once the lease is no longer live."""
+    return FillLease.objects.filter(pk=lease.pk, owner=lease.owner).exists()
+
+
 def live_keys() -> set[str]:
     """Keys whose fill holds a live lease (the S3 sweep leaves their uploads alone)."""
     return set(FillLease.objects.filter(expires_at__gte=Now()).values_list("key", flat=True))
