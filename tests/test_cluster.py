@@ -1,0 +1,179 @@
+"""Many replicas, one cache: three instances and a Celery worker on one PostgreSQL database,
+one S3 API server (moto) and Redis (tests/support/cluster.py).
+
+A miss is fetched from the upstream once across the instances; an instance killed mid-fill
+leaves nothing committed and another takes the fill over; podman and the go command pull
+through one instance what another filled, with the upstreams stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mirror.digests import storage_key
+from tests.conftest import Upstreams, write_config
+from tests.mirror_server import MirrorServer
+from tests.support.cluster import Cluster, backing_services
+from tests.support.faultproxy import FaultProxy
+from tests.support.gocmd import go_env, run_go
+from tests.support.gomodules import Module, StaticServer, write_tree
+from tests.support.net import get_together
+from tests.test_clients import podman, skopeo_copy  # noqa: F401 - podman: a fixture (on `mirror`)
+
+MODULE = Module("example.com/replicated", "v1.0.0", pad=300_000)
+MIB = 1024 * 1024
+
+
+@dataclass
+class World:
+    cluster: Cluster
+    upstreams: Upstreams
+    go: FaultProxy  # the Go upstream (a static GOPROXY tree), counted
+    tmp: Path
+
+    @property
+    def servers(self) -> list[MirrorServer]:
+        return self.cluster.servers
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    write_tree(tmp / "gotree", [MODULE])
+    with (
+        StaticServer(tmp / "gotree") as static,
+        FaultProxy(static.url) as go,
+        backing_services(tmp) as backing,
+    ):
+        config = write_config(tmp / "mirror.yml", upstreams)
+        with config.open("a") as f:
+            f.write(f'  - {{name: gomods, kind: go, url: "{go.url}", verify_sums: false}}\n')
+        with Cluster(tmp / "cluster", config, backing) as cluster:
+            yield World(cluster, upstreams, go, tmp)
+
+
+@pytest.fixture
+def mirror(world: World) -> MirrorServer:
+    """Instance A: the one tests/test_clients.py's podman fixture pulls through."""
+    return world.servers[0]
+
+
+def _layer(world: World, name: str, size: int) -> tuple[str, bytes]:
+    layout = world.upstreams.seed(f"library/{name}:1", layer_sizes=[size])
+    digest = layout.layer_digests["linux/amd64"][0]
+    return digest, layout.blob_bytes(digest)
+
+
+def test_concurrent_cold_requests_fetch_once(world: World) -> None:
+    digest, data = _layer(world, "once", 4 * MIB)
+    hub = world.upstreams.hub
+    hub.delay_per_chunk = 0.01  # 64 chunks: the requests overlap
+    hub.reset()
+    path = f"/v2/once/blobs/{digest}"
+    bodies = get_together([f"{s.url}{path}" for s in world.servers * 8])
+    assert len(bodies) == 24 and all(body == data for body in bodies)
+    assert hub.count("GET", f"/blobs/{digest}") == 1
+    world.servers[0].wait_committed(path)
+    for server in world.servers:
+        warm = httpx.get(f"{server.url}{path}", timeout=60)
+        assert warm.headers["X-Cache"] == "HIT" and warm.content == data
+    assert hub.count("GET", f"/blobs/{digest}") == 1
+
+
+def _get(url: str) -> bytes | Exception:
+    """The body, or what went wrong (the killed instance's clients fail)."""
+    try:
+        response = httpx.get(url, timeout=60)
+        response.raise_for_status()
+        return response.content
+    except httpx.HTTPError as e:
+        return e
+
+
+def test_filler_killed_mid_fill(world: World) -> None:
+    """The instance holding the fill's lease is SIGKILLed halfway through a 12 MiB blob (past
+    the first 8 MiB part of the S3 multipart upload): the clients of the other instances
+    still get the whole body (one of them takes the fill over once the lease expires), and
+    only the second fill's verified object is committed."""
+    digest, data = _layer(world, "killed", 12 * MIB)
+    key = storage_key(digest)
+    hub, cluster = world.upstreams.hub, world.cluster
+    hub.delay_per_chunk = 0.03  # 192 chunks: about 6 s
+    hub.reset()
+    path = f"/v2/killed/blobs/{digest}"
+    with ThreadPoolExecutor(9) as pool:
+        asked = [(s, pool.submit(_get, f"{s.url}{path}")) for s in world.servers * 3]
+        filler = cluster.filler_of(key)
+        _wait_for(lambda: bool(cluster.rows(PUBLISHED, key)))
+        time.sleep(3)  # about half of the body
+        filler.kill()
+        answers = [(server, future.result()) for server, future in asked]
+    survivors = [s for s in world.servers if s is not filler]
+    try:
+        others = [body for server, body in answers if server is not filler]
+        assert len(others) == 6
+        assert all(body == data for body in others), [type(b) for b in others]
+        assert hub.count("GET", f"/blobs/{digest}") == 2  # the killed fill and the takeover
+        survivors[0].wait_committed(path)
+        committed = [k for k in cluster.objects() if k.endswith(key)]
+        assert len(committed) == 1
+        stored = cluster.s3.get_object(Bucket=cluster.bucket, Key=committed[0])["Body"].read()
+        assert hashlib.sha256(stored).hexdigest() == digest.split(":")[1]
+        assert cluster.rows(STORED, key) == [(len(data),)]
+    finally:
+        filler.start()
+    # What the killed fill began (an S3 multipart upload, a spool) is never completed: the
+    # sweep aborts it once it is older than two lease periods.
+    _wait_for(lambda: _swept(survivors[0]) and not cluster.uploads(), timeout=30)
+    assert [k for k in cluster.objects() if k.endswith(key)] == committed
+
+
+PUBLISHED = "SELECT 1 FROM mirror_filllease WHERE key = %s AND spool_path <> ''"
+STORED = "SELECT size FROM mirror_storedobject WHERE key = %s"
+
+
+def _swept(server: MirrorServer) -> bool:
+    server.manage("sweep_fills")
+    return True
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so after {timeout} s")
+        time.sleep(0.2)
+
+
+def test_podman_and_go_pull_through_a_what_b_filled_upstreams_stopped(
+    world: World,
+    podman,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    a, b = world.servers[0], world.servers[1]
+    world.upstreams.seed("library/replicated:1", layer_sizes=[300_000, 100_000])
+    skopeo_copy(b, "replicated:1", tmp_path / "through-b")
+    env_b = go_env(tmp_path / "go-b", b.url, None)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "go.mod").write_text(
+        f"module example.com/p\n\ngo 1.18\n\nrequire {MODULE.path} {MODULE.version}\n"
+    )
+    run_go(["mod", "download", "-json"], project, env_b)
+    world.upstreams.hub.stop()
+    world.go.stop()
+    try:
+        podman("pull", "-q", "docker.io/library/replicated:1")
+        env_a = go_env(tmp_path / "go-a", a.url, None)
+        out = run_go(["mod", "download", "-json"], project, env_a).stdout
+        assert f'"Version": "{MODULE.version}"' in out and '"Error"' not in out
+    finally:
+        world.go.start()
