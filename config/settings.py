@@ -313,3 +313,14 @@ if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", DATABASE_CONNECT_TIMEOUT
     )
+
+# --- A bounded cache (issue 10; mirror/eviction.py).
+from mirror.sizes import parse_size as _parse_size  # noqa: E402 - pure Python, no Django
+
+# The whole cache's budget, in bytes or with a unit ("500GB", "2TiB"); empty or 0: unbounded.
+# Each upstream may have its own budget too (Upstream.max_bytes, `max_bytes:` in MIRROR_CONFIG).
+MIRROR_CACHE_MAX_BYTES = _parse_size(os.environ.get("MIRROR_CACHE_MAX_BYTES", "").strip() or "0")
+# Seconds between eviction passes: the default beat schedule (mirror/schedules.py; then admin).
+MIRROR_EVICT_EVERY = int(os.environ.get("MIRROR_EVICT_EVERY", 300))
+# Content pulled (or cached) this recently is never evicted: it may be being served now.
+MIRROR_EVICT_GRACE_SECONDS = _env_float("MIRROR_EVICT_GRACE_SECONDS", 300)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
+from mirror import eviction
 from mirror.documents import purge as purge_documents
 from mirror.errors import UpstreamNotFound
 from mirror.models import StoredObject
-from mirror.storage import get_storage
 from mirror.upstreams import upstreams_of_kind
 
 from . import chain, keys, service, sumdb
@@ -81,7 +81,9 @@ def purge_module(module: str) -> Purged:
         for version in versions
         for ext in EXTENSIONS
     }
-    objects = _delete_files(stored | computed) + _purge_small_files(module, scopes, versions)
+    objects = _delete_files(stored | computed, module) + _purge_small_files(
+        module, scopes, versions
+    )
     documents = sum(
         purge_documents(namespace, keys.document_key(scope + module))
         for namespace in (service.LIST, service.LATEST)
@@ -98,7 +100,13 @@ def purge_version(row: ModuleVersion) -> int:
     stored."""
     scopes = {"", chain.route(row.module).scope}
     objects = _delete_files(
-        keys.file_key(scope, row.module, row.version, ext) for scope in scopes for ext in EXTENSIONS
+        (
+            keys.file_key(scope, row.module, row.version, ext)
+            for scope in scopes
+            for ext in EXTENSIONS
+        ),
+        row.module,
+        f"{row.module}@{row.version}",
     ) + _purge_small_files(row.module, scopes, [row.version], every_version=False)
     lookup = keys.document_key(sumdb.lookup_prefix(row.module, row.version))
     for namespace in _sumdb_namespaces():
@@ -170,14 +178,13 @@ def _module_of(key: str) -> str:
     return path.split("/@v/", 1)[0]
 
 
-def _delete_files(file_keys: Iterable[str]) -> int:
-    """Delete stored files and their index rows; how many were stored."""
-    storage = get_storage()
-    file_keys = set(file_keys)
-    deleted = 0
-    for key in file_keys:
-        if storage.stat(key) is not None:
-            deleted += 1
-        storage.delete(key)
-    StoredObject.objects.filter(key__in=list(file_keys)).delete()
-    return deleted
+def _delete_files(file_keys: Iterable[str], module: str, reference: str = "") -> int:
+    """Delete stored files and their index rows, as one recorded purge of `reference` (the
+    module by default; mirror/eviction.py); how many were stored."""
+    upstreams = chain.route(module).upstreams
+    return eviction.delete_objects(
+        file_keys,
+        kind="module",
+        reference=reference or module,
+        upstream_id=upstreams[0].id if upstreams else None,
+    )

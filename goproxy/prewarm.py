@@ -20,7 +20,7 @@ from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Targ
 from mirror.errors import UpstreamNotFound
 from mirror.models import CachedDocument
 
-from . import chain, reverify, service, sumdb
+from . import chain, eviction, reverify, service, sumdb
 from .models import ModuleVersion
 from .paths import InvalidPath, semver_key, split_reference
 from .verify import check_info
@@ -61,6 +61,11 @@ class ModuleEcosystem:
 
     def reverify(self, budget_bytes: int) -> Iterable[Finding]:
         return reverify.run(budget_bytes)
+
+    # Eviction (mirror/eviction.py): module versions.
+    eviction_units = staticmethod(eviction.eviction_units)
+    evict = staticmethod(eviction.evict)
+    referenced = staticmethod(eviction.referenced)
 
 
 def _latest(module: str, refresh: bool) -> list[str]:

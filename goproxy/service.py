@@ -190,7 +190,11 @@ def zip_file(module: str, version: str, *, count: bool = True) -> fill.Content:
         return ZipVerifier(module, version, sums.zip if sums else None)
 
     key = keys.file_key(route.scope, module, version, "zip")
-    content = fill.get(key, fetch=fetch, verifier=verifier, max_size=MAX_ZIP)
+    # Counted against the route's first upstream (its cache budget, mirror/eviction.py).
+    upstream_id = route.upstreams[0].id
+    content = fill.get(
+        key, fetch=fetch, verifier=verifier, upstream_id=upstream_id, max_size=MAX_ZIP
+    )
     if content.cache == "MISS":
         _index(module, version, content.size)
     if count:

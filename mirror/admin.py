@@ -7,7 +7,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
@@ -19,6 +19,7 @@ from . import ecosystems, prewarm, tokens
 from .models import (
     AlwaysWarm,
     ApiToken,
+    Eviction,
     FillLease,
     PrewarmItem,
     PrewarmJob,
@@ -80,11 +81,12 @@ class UpstreamAdmin(admin.ModelAdmin):
         "position",
         "budget_remaining",
         "budget_blocked_until",
+        "cache_usage",
     )
     list_filter = ("kind", "enabled", "is_default")
     list_select_related = ("budget",)
     search_fields = ("name", "url", "prefix")
-    readonly_fields = ("created", "updated")
+    readonly_fields = ("created", "updated", "cache_usage")
 
     @admin.display(description="budget (remaining/limit)")
     def budget_remaining(self, obj: Upstream) -> str:
@@ -97,6 +99,15 @@ class UpstreamAdmin(admin.ModelAdmin):
     def budget_blocked_until(self, obj: Upstream) -> object:
         budget = _budget(obj)
         return budget.blocked_until if budget and budget.blocked_until else "-"
+
+    @admin.display(description="cache (used / budget)")
+    def cache_usage(self, obj: Upstream) -> str:
+        """Bytes stored for the upstream against its budget (mirror/eviction.py)."""
+        if obj.pk is None:
+            return "-"
+        used = StoredObject.objects.filter(upstream=obj).aggregate(size=Sum("size"))["size"]
+        budget = filesizeformat(obj.max_bytes) if obj.max_bytes is not None else "no budget"
+        return f"{filesizeformat(used or 0)} / {budget}"
 
 
 def _budget(upstream: Upstream) -> UpstreamBudget | None:
@@ -130,6 +141,30 @@ class QuarantinedObjectAdmin(ReadOnlyAdmin):
 @admin.register(FillLease)
 class FillLeaseAdmin(ReadOnlyAdmin):
     list_display = ("key", "owner", "expires_at", "size")
+
+
+@admin.register(Eviction)
+class EvictionAdmin(ReadOnlyAdmin):
+    """What eviction (mirror/eviction.py) and operators' purges took out of the cache."""
+
+    list_display = (
+        "when",
+        "kind",
+        "reference",
+        "upstream",
+        "reason",
+        "object_count",
+        "freed",
+        "last_access",
+    )
+    list_filter = ("reason", "kind", "upstream")
+    list_select_related = ("upstream",)
+    search_fields = ("reference",)
+    date_hierarchy = "when"
+
+    @admin.display(description="freed", ordering="bytes")
+    def freed(self, obj: Eviction) -> str:
+        return filesizeformat(obj.bytes)
 
 
 # --- Prewarm jobs.

@@ -1,4 +1,4 @@
-"""How a protocol app plugs into the core's prewarm, refresh and re-verification.
+"""How a protocol app plugs into the core's prewarm, refresh, re-verification and eviction.
 
 The core runs jobs, schedules and budgets but knows no protocol: each protocol app registers
 an `Ecosystem` in its AppConfig.ready() (`register(...)`), under the item kind it warms
@@ -8,7 +8,7 @@ an `Ecosystem` in its AppConfig.ready() (`register(...)`), under the item kind i
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +62,19 @@ class Finding:
     namespace: str = ""  # a cached document's (mirror/documents.py) rather than an object
 
 
+@dataclass(frozen=True)
+class Unit:
+    """Cached content an ecosystem takes out of the cache together (mirror/eviction.py): an
+    image tag or manifest with what only it reaches, a module version's files."""
+
+    kind: str  # the ecosystem's
+    reference: str  # as operators read it (the Eviction row's)
+    upstream_id: int | None
+    last_access: dt.datetime  # its last pull; when it was cached if it was never pulled
+    keys: frozenset[str]  # stored objects it may free (those nothing kept refers to)
+    handle: Hashable = None  # what the ecosystem needs to evict it
+
+
 class Ecosystem(Protocol):
     kind: str  # "image" | "module": PrewarmItem.kind
 
@@ -83,6 +96,22 @@ class Ecosystem(Protocol):
         """Re-check a sample of this ecosystem's cached content that the core cannot check
         by digest alone (Go files against the checksum database), about `budget_bytes`
         in all, least recently verified first. Quarantining is the caller's."""
+
+    def eviction_units(self, upstream_id: int | None, keep: Sequence[str]) -> Iterator[Unit]:
+        """The units of `upstream_id`'s cached content (None: of every upstream), least
+        recently pulled first, each with at least one stored object among its keys. Never a
+        pinned unit: the ecosystem's own pins, and the references in `keep` (the enabled
+        always-warm references of this kind), nor what they reach. Reads the database as it
+        is when the iteration starts; `evict` checks again."""
+
+    def evict(self, unit: Unit) -> None:
+        """Remove the unit's metadata (tags, manifests and links; a module version's row and
+        documents), within the caller's transaction, leaving what kept content still refers
+        to. The caller then deletes the stored objects `referenced` leaves out. A unit
+        already gone (evicted or purged meanwhile) is not an error."""
+
+    def referenced(self, unit: Unit) -> set[str]:
+        """Those of the unit's keys that metadata still refers to (after `evict(unit)`)."""
 
 
 _registry: dict[str, Ecosystem] = {}

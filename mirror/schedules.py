@@ -4,7 +4,8 @@ admin ("Periodic tasks"): created after `migrate` when missing, never changed af
 - "refresh popular" runs `mirror.refresh_popular` every MIRROR_REFRESH_EVERY seconds;
 - "re-verify" runs `mirror.reverify` every MIRROR_REVERIFY_EVERY seconds;
 - "requeue stalled prewarm items" runs `mirror.requeue_stalled` every
-  MIRROR_PREWARM_STALLED_SECONDS seconds.
+  MIRROR_PREWARM_STALLED_SECONDS seconds;
+- "evict" runs `mirror.evict` every MIRROR_EVICT_EVERY seconds.
 
 A schedule counts as present when any periodic task runs its task (whatever its name) or has
 its name, so an operator may rename, retime or disable one and keep it so. Deleting one brings
@@ -48,6 +49,13 @@ DEFAULTS = (
         "mirror.requeue_stalled",
         "MIRROR_PREWARM_STALLED_SECONDS",
         "Queue again prewarm items whose task was lost (broker down, worker killed).",
+    ),
+    Default(
+        "evict",
+        "mirror.evict",
+        "MIRROR_EVICT_EVERY",
+        "Evict the least recently pulled content while an upstream or the whole cache is "
+        "over its budget.",
     ),
 )
 

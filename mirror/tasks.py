@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import ecosystems, prewarm, reverify
+from . import ecosystems, eviction, prewarm, reverify
 from .models import AlwaysWarm
 
 log = logging.getLogger(__name__)
@@ -76,3 +76,14 @@ def reverify_cache() -> int:
     """Re-verify a sample of the cache (mirror/reverify.py); returns how many objects were
     quarantined."""
     return len(reverify.run())
+
+
+@shared_task(name="mirror.evict")
+def evict() -> int:
+    """One eviction pass (mirror/eviction.py); returns how many units were evicted (0 when
+    another pass is running)."""
+    try:
+        return len(eviction.run())
+    except eviction.Busy:
+        log.info("eviction skipped: another pass is running")
+        return 0

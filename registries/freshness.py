@@ -25,14 +25,12 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from mirror import documents, leases
+from mirror import documents, eviction, leases
 from mirror.digests import InvalidDigest, parse_digest, storage_key
 from mirror.errors import MirrorError, UpstreamDenied, UpstreamInvalid, UpstreamNotFound
-from mirror.models import StoredObject
-from mirror.storage import get_storage
 from mirror.upstreams import upstreams_of_kind
 
-from . import links, manifests, pins, tags
+from . import links, manifests, pins, routing, tags
 from .formats import BLOB, MANIFEST
 from .models import Link, Manifest, Repository, Tag, TagHistory, TagPin
 from .routing import Route
@@ -202,7 +200,7 @@ def purge_repository(repository: Repository) -> RepositoryPurge:
     pins.forget()
     tags.forget()
     blob_digests = [d for d, k in alone if k == BLOB]
-    deleted, in_use = _delete_blobs(blob_digests)
+    deleted, in_use = _delete_blobs(repository, blob_digests)
     log.info(
         "repository %s purged: %d tags, %d manifests, %d blobs (%d in use, kept)",
         repository,
@@ -214,22 +212,15 @@ def purge_repository(repository: Repository) -> RepositoryPurge:
     return RepositoryPurge(tag_count, manifest_count, deleted, in_use)
 
 
-def _delete_blobs(digests: list[str]) -> tuple[int, int]:
-    """Delete the blobs from storage and the index, except those a fill is writing;
-    returns (deleted, left in use)."""
-    if not digests:
-        return 0, 0
-    live = leases.live_keys()
-    storage = get_storage()
-    deleted = in_use = 0
-    for digest in digests:
-        key = storage_key(digest)
-        if key in live:
-            in_use += 1
-            continue
-        if storage.stat(key) is None and not StoredObject.objects.filter(key=key).exists():
-            continue
-        StoredObject.objects.filter(key=key).delete()
-        storage.delete(key)
-        deleted += 1
-    return deleted, in_use
+def _delete_blobs(repository: Repository, digests: list[str]) -> tuple[int, int]:
+    """Delete the blobs from the index and storage, except those a fill is writing, as one
+    recorded purge (mirror/eviction.py); returns (deleted, left in use)."""
+    live = leases.live_keys() if digests else set()
+    keys = [storage_key(digest) for digest in digests]
+    free = [key for key in keys if key not in live]
+    route = route_of(repository)
+    name = routing.client_name(route.upstream, repository.name) if route else repository.name
+    deleted = eviction.delete_objects(
+        free, kind="image", reference=name, upstream_id=repository.upstream_id
+    )
+    return deleted, len(keys) - len(free)

@@ -30,7 +30,7 @@ from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Targ
 from mirror.errors import UpstreamNotFound
 from mirror.upstreams import UpstreamInfo, upstreams_of_kind
 
-from . import blobs, links, manifests, routing, tags
+from . import blobs, eviction, links, manifests, routing, tags
 from .errors import RegistryError
 from .formats import (
     DOCKER_LIST,
@@ -214,6 +214,11 @@ class ImageEcosystem:
         which the core re-verifies by digest (mirror/reverify.py); manifests in the database
         were verified against their digest before they were stored."""
         return []
+
+    # Eviction (mirror/eviction.py): tags, manifests and blobs per repository.
+    eviction_units = staticmethod(eviction.eviction_units)
+    evict = staticmethod(eviction.evict)
+    referenced = staticmethod(eviction.referenced)
 
 
 def _addressable(upstream: UpstreamInfo) -> bool:

@@ -18,6 +18,7 @@ from rest_framework import serializers
 from .. import budgets, ecosystems
 from ..models import (
     AlwaysWarm,
+    Eviction,
     PrewarmItem,
     PrewarmJob,
     QuarantinedObject,
@@ -264,6 +265,33 @@ class QuarantinedObjectSerializer(serializers.ModelSerializer):
         model = QuarantinedObject
         fields = ("id", "key", "upstream", "size", "reason", "quarantine_key", "detected")
         read_only_fields = fields
+
+
+class EvictionSerializer(serializers.ModelSerializer):
+    """Content taken out of the cache: by eviction, to keep a budget, or by an operator."""
+
+    upstream = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Eviction
+        fields = (
+            "id",
+            "when",
+            "upstream",
+            "kind",
+            "reference",
+            "reason",
+            "object_count",
+            "bytes",
+            "last_access",
+        )
+        read_only_fields = fields
+
+
+class EvictionFilterSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=Eviction.Reason.choices, required=False)
+    upstream = serializers.CharField(max_length=64, required=False)
+    kind = serializers.ChoiceField(choices=KINDS, required=False)
 
 
 class AlwaysWarmSerializer(serializers.ModelSerializer):

@@ -1,5 +1,5 @@
 """The core's REST API endpoints (mounted by config/api.py under /api/v1/): prewarm jobs, cache
-figures, upstreams and their budgets, quarantined objects and the always-warm list.
+figures, upstreams and their budgets, quarantined objects, evictions and the always-warm list.
 
 Views parse, call one core function (mirror.prewarm), and answer; scopes are named per action
 in `required_scopes` (mirror/api/auth.py: read < prewarm < admin).
@@ -23,11 +23,21 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from .. import prewarm
-from ..models import AlwaysWarm, PrewarmItem, PrewarmJob, QuarantinedObject, StoredObject, Upstream
+from ..models import (
+    AlwaysWarm,
+    Eviction,
+    PrewarmItem,
+    PrewarmJob,
+    QuarantinedObject,
+    StoredObject,
+    Upstream,
+)
 from .auth import Caller
 from .pagination import Pagination
 from .serializers import (
     AlwaysWarmSerializer,
+    EvictionFilterSerializer,
+    EvictionSerializer,
     PrewarmJobSerializer,
     PrewarmJobSummarySerializer,
     PrewarmSerializer,
@@ -231,6 +241,46 @@ class QuarantineViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(
+    list=extend_schema(
+        summary="Evictions, newest first",
+        description="Content taken out of the cache: the least recently pulled, while an "
+        "upstream or the whole cache is over its budget, and operators' purges.",
+        parameters=[
+            OpenApiParameter(
+                "reason",
+                str,
+                enum=[r.value for r in Eviction.Reason],
+                description="Only evictions for this reason.",
+            ),
+            OpenApiParameter("upstream", str, description="Only this upstream's (its name)."),
+            OpenApiParameter(
+                "kind", str, enum=["image", "module"], description="Only images or modules."
+            ),
+        ],
+        tags=["cache"],
+    )
+)
+class EvictionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """What eviction (mirror/eviction.py) and purges took out of the cache."""
+
+    serializer_class = EvictionSerializer
+    pagination_class = Pagination
+
+    def get_queryset(self) -> QuerySet[Eviction]:
+        evictions = Eviction.objects.select_related("upstream").order_by("-when", "-id")
+        wanted = EvictionFilterSerializer(data=self.request.query_params)
+        wanted.is_valid(raise_exception=True)
+        data = wanted.validated_data
+        if "reason" in data:
+            evictions = evictions.filter(reason=data["reason"])
+        if "upstream" in data:
+            evictions = evictions.filter(upstream__name=data["upstream"])
+        if "kind" in data:
+            evictions = evictions.filter(kind=data["kind"])
+        return evictions
+
+
+@extend_schema_view(
     list=extend_schema(summary="The always-warm list", tags=["prewarm"]),
     retrieve=extend_schema(summary="An always-warm reference", tags=["prewarm"]),
     create=extend_schema(summary="Add an always-warm reference", tags=["prewarm"]),
@@ -255,3 +305,4 @@ def register(router: DefaultRouter) -> None:
     router.register("upstreams", UpstreamViewSet, basename="upstream")
     router.register("quarantine", QuarantineViewSet, basename="quarantine")
     router.register("always-warm", AlwaysWarmViewSet, basename="always-warm")
+    router.register("evictions", EvictionViewSet, basename="eviction")
