@@ -90,10 +90,13 @@ TEMPLATES = [
 
 if os.environ.get("DATABASE_URL"):
     # Persistent connections: one per thread; see mirror/checks.py for the connection budget.
+    # Health checks: a request's first query finds a connection that broke while idle (the
+    # database restarted) and opens a new one, instead of failing on it once per thread.
     DATABASES = {
         "default": dj_database_url.parse(
             os.environ["DATABASE_URL"],
             conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", 600)),
+            conn_health_checks=_env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
         )
     }
 else:
@@ -126,6 +129,8 @@ MIRROR_S3_REDIRECT = _env_bool("MIRROR_S3_REDIRECT")
 MIRROR_CONFIG = os.environ.get("MIRROR_CONFIG", "")
 # Seconds a fill lease lives without renewal; a crashed filler's claim expires after this.
 MIRROR_FILL_LEASE_SECONDS = _env_float("MIRROR_FILL_LEASE_SECONDS", 30)
+# Seconds between sweeps of what crashed fills left (mirror/sweep.py; the default beat schedule).
+MIRROR_SWEEP_EVERY = int(os.environ.get("MIRROR_SWEEP_EVERY", 900))
 # Upstream timeouts: connecting and waiting for headers fail fast so that stale content or a
 # clear error is served within seconds; a body may take long but must keep flowing.
 MIRROR_UPSTREAM_CONNECT_TIMEOUT = _env_float("MIRROR_UPSTREAM_CONNECT_TIMEOUT", 3)
@@ -313,6 +318,55 @@ if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", DATABASE_CONNECT_TIMEOUT
     )
+
+# --- Outages of the database and storage (issue 10; mirror/errors.py ServiceUnavailable).
+# Besides DATABASE_CONNECT_TIMEOUT (above): a PostgreSQL connection that stops answering
+# (a partition, a host gone without a reset) is dropped after this many seconds of
+# unacknowledged data or failed keepalives, and the request answers 503 instead of hanging.
+DATABASE_TCP_USER_TIMEOUT = _env_float("DATABASE_TCP_USER_TIMEOUT", 10)
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # libpq's options; any given in DATABASE_URL's query string win.
+    for _option, _value in {
+        "tcp_user_timeout": int(DATABASE_TCP_USER_TIMEOUT * 1000),
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(DATABASE_TCP_USER_TIMEOUT / 2)),
+        "keepalives_interval": max(1, int(DATABASE_TCP_USER_TIMEOUT / 6)),
+        "keepalives_count": 3,
+    }.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_option, _value)
+# S3 calls (mirror/storage/s3.py): connecting, and waiting for each answer or read, are
+# bounded; a failed call is tried AWS_S3_MAX_ATTEMPTS times in all (botocore's "standard"
+# retries, with backoff), then the request answers 503.
+AWS_S3_CONNECT_TIMEOUT = _env_float("AWS_S3_CONNECT_TIMEOUT", 3)
+AWS_S3_READ_TIMEOUT = _env_float("AWS_S3_READ_TIMEOUT", 10)
+AWS_S3_MAX_ATTEMPTS = int(os.environ.get("AWS_S3_MAX_ATTEMPTS", 3))
+
+# --- Access control (issue 10; mirror/access.py, mirror/ratelimit.py, registries/auth.py).
+# Lifetime of the Bearer tokens the mirror's token endpoint (/token) issues to OCI clients.
+MIRROR_PULL_TOKEN_SECONDS = int(os.environ.get("MIRROR_PULL_TOKEN_SECONDS", 300))
+# Requests reach the mirror through this many reverse proxies of yours (an Ingress: 1). Then,
+# and only then, X-Forwarded-Proto (the token endpoint's address in challenges) and
+# X-Forwarded-For (the client address rate limits count by) are believed; 0 trusts neither.
+MIRROR_TRUSTED_PROXIES = int(os.environ.get("MIRROR_TRUSTED_PROXIES", 0))
+if MIRROR_TRUSTED_PROXIES > 0:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def _rate_limit(value: str) -> tuple[int, int] | None:
+    """`REQUESTS/SECONDS` -> (requests, seconds); empty -> None (no limit)."""
+    if not value.strip():
+        return None
+    count, _, seconds = value.strip().partition("/")
+    if not (count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"MIRROR_RATE_LIMIT={value!r}: expected REQUESTS/SECONDS")
+    return int(count), int(seconds)
+
+
+# Per-client limit on protocol requests (/v2/, /token, GOPROXY and sumdb paths), e.g. 600/60:
+# 600 requests per 60 s window per user (anonymous clients: per address); empty: no limit.
+MIRROR_RATE_LIMIT = _rate_limit(os.environ.get("MIRROR_RATE_LIMIT", ""))
 
 # --- A bounded cache (issue 10; mirror/eviction.py).
 from mirror.sizes import parse_size as _parse_size  # noqa: E402 - pure Python, no Django

@@ -5,7 +5,8 @@ admin ("Periodic tasks"): created after `migrate` when missing, never changed af
 - "re-verify" runs `mirror.reverify` every MIRROR_REVERIFY_EVERY seconds;
 - "requeue stalled prewarm items" runs `mirror.requeue_stalled` every
   MIRROR_PREWARM_STALLED_SECONDS seconds;
-- "evict" runs `mirror.evict` every MIRROR_EVICT_EVERY seconds.
+- "evict" runs `mirror.evict` every MIRROR_EVICT_EVERY seconds;
+- "sweep crashed fills" runs `mirror.sweep_fills` every MIRROR_SWEEP_EVERY seconds.
 
 A schedule counts as present when any periodic task runs its task (whatever its name) or has
 its name, so an operator may rename, retime or disable one and keep it so. Deleting one brings
@@ -56,6 +57,12 @@ DEFAULTS = (
         "MIRROR_EVICT_EVERY",
         "Evict the least recently pulled content while an upstream or the whole cache is "
         "over its budget.",
+    ),
+    Default(
+        "sweep crashed fills",
+        "mirror.sweep_fills",
+        "MIRROR_SWEEP_EVERY",
+        "Remove expired fill leases and the temporary objects and spool files crashed fills left.",
     ),
 )
 

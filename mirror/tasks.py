@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import ecosystems, eviction, prewarm, reverify
+from . import ecosystems, eviction, prewarm, reverify, sweep
 from .models import AlwaysWarm
 
 log = logging.getLogger(__name__)
@@ -87,3 +87,11 @@ def evict() -> int:
     except eviction.Busy:
         log.info("eviction skipped: another pass is running")
         return 0
+
+
+@shared_task(name="mirror.sweep_fills")
+def sweep_fills() -> int:
+    """Remove what crashed fills left (mirror/sweep.py); returns how many leases and
+    temporary objects went."""
+    swept = sweep.sweep()
+    return swept.leases + swept.temporary

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from mirror import leases
+from mirror import leases, tasks
 from mirror.models import FillLease
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,3 +75,12 @@ def test_live_keys_and_sweep(settings) -> None:
     assert leases.live_keys() == {"live"}
     assert leases.sweep_expired() == 1
     assert set(FillLease.objects.values_list("key", flat=True)) == {"live"}
+
+
+def test_the_periodic_sweep_removes_expired_leases(settings, tmp_path) -> None:
+    settings.MIRROR_STORAGE_DIR = str(tmp_path / "storage")
+    settings.MIRROR_FILL_LEASE_SECONDS = 0.2
+    assert leases.claim("crashed") is not None
+    time.sleep(0.3)
+    assert tasks.sweep_fills() >= 1
+    assert not FillLease.objects.exists()
