@@ -72,11 +72,13 @@ def run_wrk(
     duration: int = 10,
     headers: dict[str, str] | None = None,
     timeout: int = 30,
+    lua: str = "",
 ) -> WrkResult:
-    """`wrk -tT -cC -dDs` against `url`; raises RuntimeError if wrk fails."""
+    """`wrk -tT -cC -dDs` against `url`; raises RuntimeError if wrk fails. `lua` is added
+    to the script (e.g. `setup`/`request` functions spreading the load: bench/multi.py)."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "bench.lua"
-        script.write_text(_SCRIPT % {"headers": _lua_headers(headers or {}), "mark": _MARK})
+        script.write_text(_SCRIPT % {"headers": _lua_headers(headers or {}), "mark": _MARK} + lua)
         cmd = [
             "wrk",
             f"-t{threads}",

@@ -3,12 +3,16 @@ one S3 API server (moto) and Redis (tests/support/cluster.py).
 
 A miss is fetched from the upstream once across the instances; an instance killed mid-fill
 leaves nothing committed and another takes the fill over; podman and the go command pull
-through one instance what another filled, with the upstreams stopped.
+through one instance what another filled, with the upstreams stopped; a minute of 200
+connections mixing warm and cold pulls makes no error and no worker's memory grow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.client import OCI_ACCEPT
+from bench.multi import run_spread
+from bench.rss import rss
 from mirror.digests import storage_key
 from tests.conftest import Upstreams, write_config
-from tests.mirror_server import MirrorServer
+from tests.mirror_server import ROOT, MirrorServer
 from tests.support.cluster import Cluster, backing_services
 from tests.support.faultproxy import FaultProxy
 from tests.support.gocmd import go_env, run_go
@@ -177,3 +184,130 @@ def test_podman_and_go_pull_through_a_what_b_filled_upstreams_stopped(
         assert f'"Version": "{MODULE.version}"' in out and '"Error"' not in out
     finally:
         world.go.start()
+
+
+LOAD_SECONDS = 60
+LOAD_CONNECTIONS = 200
+# Cold items, asked of the three instances at once at COLD_PER_SECOND: Go modules (most small,
+# read in memory; every tenth with a zip over MIRROR_SMALL_OBJECT_BYTES, streamed) and the
+# layers of an image never pulled.
+LOAD_MODULES = [
+    Module(f"example.com/load/m{n:03}", "v1.0.0", pad=300_000 if n % 10 == 0 else 2_000)
+    for n in range(250)
+]
+COLD_PER_SECOND = 10
+ARTIFACT = ROOT / "test-artifacts" / "cluster-load.json"
+MIB_F = float(MIB)
+
+
+def test_load_mixing_warm_and_cold_pulls(world: World) -> None:
+    """200 connections for 60 s over the three instances, warm pulls (a manifest by tag, two
+    blobs, a Go module's files) mixed with cold ones: no error, and the resident memory of
+    every gunicorn worker flat over the last 40 s (reported in test-artifacts/)."""
+    up = world.upstreams
+    write_tree(world.tmp / "gotree", [*LOAD_MODULES, MODULE])
+    hot = up.seed("library/warmload:1", layer_sizes=[MIB, 200_000])
+    fresh = up.seed("library/coldload:1", layer_sizes=[100_000] * 20 + [600_000] * 5)
+    go_files = [f"/{MODULE.path}/@v/{MODULE.version}.{ext}" for ext in ("info", "mod", "zip")]
+    hot_blobs = [f"/v2/warmload/blobs/{d}" for d in hot.layer_digests["linux/amd64"]]
+    warm = ["/v2/warmload/manifests/1", *hot_blobs, *go_files]
+    for server in world.servers:
+        for path in warm:
+            answer = httpx.get(f"{server.url}{path}", headers=OCI_ACCEPT, timeout=60)
+            assert answer.status_code == 200, (path, answer.text[:200])
+    for path in hot_blobs:
+        world.servers[0].wait_committed(path)
+    cold_blobs = [f"/v2/coldload/blobs/{d}" for d in fresh.layer_digests["linux/amd64"]]
+    cold = []
+    for n, module in enumerate(LOAD_MODULES):
+        cold += [f"/{module.path}/@v/{module.version}.{ext}" for ext in ("mod", "zip")]
+        if n % 10 == 5 and cold_blobs:
+            cold.append(cold_blobs.pop())
+    cold += cold_blobs
+    up.hub.reset()
+    world.go.reset()
+
+    samples: list[tuple[float, dict[str, int]]] = []
+    with _Sampler(world.cluster, samples):
+        result = run_spread(
+            [s.port for s in world.servers],
+            warm,
+            cold=cold,
+            cold_per_second=COLD_PER_SECOND,
+            connections=LOAD_CONNECTIONS,
+            duration=LOAD_SECONDS,
+            headers=OCI_ACCEPT,
+        )
+    memory = _memory_report(samples)
+    fetched = {path: _upstream_gets(world, path) for path in cold}
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    ARTIFACT.write_text(
+        json.dumps(
+            {
+                "wrk": {**dataclasses.asdict(result), "rps": result.rps},
+                "cold_paths": len(cold),
+                "cold_upstream_gets": sum(fetched.values()),
+                "rss_mib": memory,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nload: {result.describe()}; {result.rps:.0f} requests/s")
+    print(f"cold: {len(cold)} paths, {sum(fetched.values())} upstream GETs")
+    for worker, figures in memory.items():
+        print(f"RSS {worker}: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in figures.items()))
+    assert result.error_count == 0, result.describe()
+    assert all(n >= 1 for n in fetched.values())  # every cold path was asked for, and answered
+    for worker, figures in memory.items():
+        growth = figures["last"] - figures["at_20s"]
+        assert growth < 40 and growth < 0.25 * figures["at_20s"], (worker, figures)
+
+
+def _upstream_gets(world: World, path: str) -> int:
+    if path.startswith("/v2/"):
+        return world.upstreams.hub.count("GET", path.rsplit("/", 1)[1])
+    return world.go.count("GET", path)
+
+
+class _Sampler:
+    """Samples the RSS of every gunicorn worker of the cluster every 2 s, in a thread."""
+
+    def __init__(self, cluster: Cluster, samples: list[tuple[float, dict[str, int]]]) -> None:
+        self.cluster, self.samples = cluster, samples
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while True:
+            pids = self.cluster.worker_pids()
+            found = {label: rss(pid) for pid, label in pids.items()}
+            self.samples.append(
+                (time.monotonic() - started, {k: v for k, v in found.items() if v is not None})
+            )
+            if self._stop.wait(2):
+                return
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _memory_report(samples: list[tuple[float, dict[str, int]]]) -> dict[str, dict[str, float]]:
+    """Per worker, in MiB: the first and last samples, the peak, and the sample at 20 s (the
+    start of the last 40 s of the load)."""
+    report = {}
+    for worker in samples[0][1]:
+        series = [(t, found[worker]) for t, found in samples if worker in found]
+        at_20s = next((value for t, value in series if t >= 20), series[-1][1])
+        report[worker] = {
+            "first": series[0][1] / MIB_F,
+            "at_20s": at_20s / MIB_F,
+            "last": series[-1][1] / MIB_F,
+            "peak": max(value for _, value in series) / MIB_F,
+        }
+    return report

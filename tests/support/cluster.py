@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -165,22 +166,27 @@ class Cluster:
             )
 
     def start(self) -> Cluster:
+        """Migrate the shared database once, then start every process at once."""
         (self.workdir / "worker").mkdir(parents=True, exist_ok=True)
         self.servers[0].setup()  # migrations and the upstreams, once for the shared database
-        for server in self.servers[1:]:
-            server.data_dir.mkdir(parents=True, exist_ok=True)
-            server.manage("collectstatic", "--noinput", "--verbosity", "0")
-        for server in self.servers:
-            server.start()
-        if self.worker is not None:
-            self.worker.start()
+        with ThreadPoolExecutor(len(self.servers) + 1) as pool:
+            started = [
+                pool.submit(_start, server, static=n > 0) for n, server in enumerate(self.servers)
+            ]
+            if self.worker is not None:
+                started.append(pool.submit(self.worker.start))
+            for future in started:
+                future.result()
         return self
 
     def stop(self) -> None:
+        """Stop every process (at once: each may take its graceful shutdown's time)."""
+        stoppers = [server.stop for server in self.servers]
         if self.worker is not None:
-            self.worker.stop()
-        for server in self.servers:
-            server.stop()
+            stoppers.append(self.worker.stop)
+        with ThreadPoolExecutor(len(stoppers)) as pool:
+            for future in [pool.submit(stop) for stop in stoppers]:
+                future.result()
 
     def __enter__(self) -> Cluster:
         try:
@@ -237,12 +243,10 @@ class Cluster:
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
 
-    def objects(self, prefix: str = "objects/") -> list[str]:
-        """Keys of the committed S3 objects under `prefix`."""
+    def objects(self) -> list[str]:
+        """Keys of the committed S3 objects (the mirror's under MIRROR_S3_PREFIX/objects/)."""
         keys = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        ):
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
 
@@ -250,3 +254,10 @@ class Cluster:
         """Keys of the multipart uploads begun and neither completed nor aborted."""
         answer = self.s3.list_multipart_uploads(Bucket=self.bucket)
         return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+
+def _start(server: MirrorServer, *, static: bool) -> None:
+    if static:  # static files live in each instance's data folder
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+        server.manage("collectstatic", "--noinput", "--verbosity", "0")
+    server.start()
