@@ -6,12 +6,14 @@ from config.errors import bad_request, server_error
 from config.frontpage import frontpage
 from goproxy.views import goproxy, sumdb_proxy
 from mirror import health
+from registries.auth import token
 from registries.views import not_found, v2
 
 urlpatterns = [
     path("", frontpage),
     re_path(r"^v2/(?P<path>.*)$", v2),
     re_path(r"^v2$", v2),
+    path("token", token),  # the OCI token endpoint (registries/auth.py)
     path("admin/", admin.site.urls),
     *api.urlpatterns,
     path("healthz", health.healthz),

@@ -31,7 +31,7 @@ from mirror.errors import (
 )
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response, parse_range
 
-from . import chain, service, sumdb
+from . import auth, chain, service, sumdb
 from .paths import InvalidPath, UnknownVersion, check_module_path, check_version, unescape
 
 _FILE = re.compile(r"^(?P<module>.+)/@v/(?P<version>[^/]+)\.(?P<ext>info|mod|zip)$")
@@ -90,6 +90,11 @@ def _handled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
             return view(request, *args, **kwargs)
         except (InvalidPath, MirrorError) as e:
             return _error(e)
+        except auth.Refused as e:
+            response = _text(e.status, e.message)
+            for header, value in e.headers.items():
+                response[header] = value
+            return response
         except RangeNotSatisfiable as e:
             response = _text(416, "range not satisfiable")
             response["Content-Range"] = f"bytes */{e.size}"
@@ -113,19 +118,25 @@ def _routed(request: HttpRequest, escaped: str) -> str:
 
 @_handled
 def goproxy(request: HttpRequest, path: str) -> HttpResponse:
+    identity = auth.client(request)  # checked below before any cache or upstream is consulted
     if match := _FILE.match(path):
         module = _routed(request, match["module"])
         version = check_version(module, unescape(match["version"]))
+        auth.check_module(identity, module)
         ext = match["ext"]
         if ext == "zip":
             return _zip(request, service.zip_file(module, version))
         document = service.small_file(module, version, ext)
         return _immutable(request, document.body, document.cache, CONTENT_TYPES[ext])
     if match := _LIST.match(path):
-        document = service.version_list(_routed(request, match["module"]))
+        module = _routed(request, match["module"])
+        auth.check_module(identity, module)
+        document = service.version_list(module)
         return _answer(request, document.body, document.cache, TEXT, LIST_CACHE_CONTROL)
     if match := _LATEST.match(path):
-        document = service.latest(_routed(request, match["module"]))
+        module = _routed(request, match["module"])
+        auth.check_module(identity, module)
+        document = service.latest(module)
         return _answer(request, document.body, document.cache, JSON, LIST_CACHE_CONTROL)
     return _text(404, "not found")
 
@@ -167,7 +178,9 @@ def _immutable(request: HttpRequest, body: bytes, cache: str, content_type: str)
 
 @_handled
 def sumdb_proxy(request: HttpRequest, name: str, path: str) -> HttpResponse:
-    """`/sumdb/NAME/supported|latest|lookup/...|tile/...` for configured databases only."""
+    """`/sumdb/NAME/supported|latest|lookup/...|tile/...` for configured databases only: public
+    (private modules are never looked up), counted against the client's rate limit."""
+    auth.client(request, challenge=False)
     db = sumdb.database(name)
     if db is None:
         return _text(404, f"checksum database {name[:100]!r} is not proxied here")

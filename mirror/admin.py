@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from . import ecosystems, prewarm, tokens
+from . import access, ecosystems, prewarm, tokens
 from .models import (
     AlwaysWarm,
     ApiToken,
@@ -23,6 +23,7 @@ from .models import (
     FillLease,
     PrewarmItem,
     PrewarmJob,
+    PullToken,
     QuarantinedObject,
     StoredObject,
     Upstream,
@@ -36,6 +37,7 @@ JOB_ENDED = (
     PrewarmJob.Status.CANCELLED,
 )
 REFRESH_SECONDS = 2  # how often a running job's page reloads itself
+ACCESS_FIELDS = ("private", "allowed_users", "allowed_groups")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -87,6 +89,18 @@ class UpstreamAdmin(admin.ModelAdmin):
     list_select_related = ("budget",)
     search_fields = ("name", "url", "prefix")
     readonly_fields = ("created", "updated", "cache_usage")
+    filter_horizontal = ("allowed_users", "allowed_groups")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Upstream | None = None) -> list:
+        """Everything, then who may pull (mirror/access.py) in a section of its own."""
+        fields = [f for f in self.get_fields(request, obj) if f not in ACCESS_FIELDS]
+        access_section = {
+            "fields": ACCESS_FIELDS,
+            "description": "A private upstream is pulled only by superusers, the users and the "
+            "members of the groups below (with pull tokens, see Pull tokens); to anyone else "
+            "its content does not exist. Public upstreams: anyone, anonymous included.",
+        }
+        return [(None, {"fields": fields}), ("Access", access_section)]
 
     @admin.display(description="budget (remaining/limit)")
     def budget_remaining(self, obj: Upstream) -> str:
@@ -485,3 +499,52 @@ class ApiTokenAdmin(ReadOnlyAdmin):
                 # The admin's pages are never cached (no-store): the token stays on this one.
                 return TemplateResponse(request, "admin/mirror/apitoken/created.html", context)
         return TemplateResponse(request, "admin/mirror/apitoken/create.html", context)
+
+
+@admin.register(PullToken)
+class PullTokenAdmin(admin.ModelAdmin):
+    """A user's tokens for `docker login`/`podman login` and GOPROXY credentials; made here or
+    with `manage.py mirror_token pull-create`. Only their SHA-256 is kept: a new token is shown
+    once, on the page that made it. Tokens are not edited: revoke one and make another."""
+
+    list_display = ("user", "name", "prefix", "created", "expires", "last_used", "revoked")
+    list_filter = ("revoked",)
+    list_select_related = ("user",)
+    search_fields = ("user__username", "name", "prefix")
+    fields = ("user", "name", "expires")
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: PullToken | None = None) -> tuple:
+        if obj is None:
+            return ()
+        return ("user", "name", "prefix", "created", "expires", "last_used", "revoked")
+
+    def get_fields(self, request: HttpRequest, obj: PullToken | None = None) -> tuple:
+        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: PullToken | None = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("mirror.change_pulltoken")
+
+    @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[PullToken]) -> None:
+        count = queryset.update(revoked=True)
+        access.forget()  # this process at once; the others within access.IDENTITY_SECONDS
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+    def save_model(self, request: HttpRequest, obj: PullToken, form, change: bool) -> None:
+        request.new_pull_token = tokens.new_pull_secret(obj)  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: PullToken, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Pull token {obj.name} of {obj.user}",
+            "row": obj,
+            "token": request.new_pull_token,  # type: ignore[attr-defined]
+        }
+        # The admin's pages are never cached (no-store): the token stays on this one.
+        return TemplateResponse(request, "admin/mirror/pulltoken/created.html", context)

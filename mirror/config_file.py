@@ -28,6 +28,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -62,6 +64,9 @@ FIELDS = {
     "private": "private",
     "max_bytes": "max_bytes",
 }
+# Access lists: names of Django groups and users, created when missing (a new user has no
+# password: give it pull tokens). Set after the row is saved; a list given replaces the old one.
+ACCESS_FIELDS = ("allowed_groups", "allowed_users")
 
 
 # always_warm entry field -> item kind (mirror/ecosystems.py); the other fields it may have.
@@ -86,7 +91,7 @@ class Loaded:
 def _row(entry: Any, position: int) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise ConfigError(f"upstream #{position + 1} is not a mapping")
-    unknown = set(entry) - set(FIELDS)
+    unknown = set(entry) - set(FIELDS) - set(ACCESS_FIELDS)
     if unknown:
         raise ConfigError(f"upstream #{position + 1}: unknown fields {sorted(unknown)}")
     for required in ("name", "kind", "url"):
@@ -100,7 +105,11 @@ def _row(entry: Any, position: int) -> dict[str, Any]:
         raise ConfigError(f"upstream {entry['name']}: modules must be a list of patterns")
     if entry["kind"] == "gosumdb" and not (entry.get("sumdb") and entry.get("key")):
         raise ConfigError(f"upstream {entry['name']}: a gosumdb needs 'sumdb' and 'key'")
-    values = {FIELDS[k]: v for k, v in entry.items()}
+    for name in ACCESS_FIELDS:
+        names = entry.get(name, [])
+        if not (isinstance(names, list) and all(isinstance(n, str) and n.strip() for n in names)):
+            raise ConfigError(f"upstream {entry['name']}: {name} must be a list of names")
+    values = {FIELDS.get(k, k): v for k, v in entry.items()}
     values["position"] = position
     return values
 
@@ -171,12 +180,28 @@ def _parse(path: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return rows, warm_rows
 
 
+def _set_access(upstream: Upstream, allowed: dict[str, list[str]]) -> None:
+    """The upstream's allowed groups and users, by name (created when missing)."""
+    if "allowed_groups" in allowed:
+        groups = [Group.objects.get_or_create(name=n.strip())[0] for n in allowed["allowed_groups"]]
+        upstream.allowed_groups.set(groups)
+    if "allowed_users" in allowed:
+        users = []
+        for name in allowed["allowed_users"]:
+            user = get_user_model().objects.filter(username=name.strip()).first()
+            if user is None:
+                user = get_user_model().objects.create_user(username=name.strip())  # no password
+            users.append(user)
+        upstream.allowed_users.set(users)
+
+
 def load(path: Path | None) -> Loaded:
     """Apply the file (or the Docker Hub default when there is no file and no upstream)."""
     rows, warm_rows = _parse(path)
     loaded = Loaded()
     with transaction.atomic():
         for values in rows:
+            allowed = {name: values.pop(name) for name in ACCESS_FIELDS if name in values}
             upstream = Upstream.objects.filter(name=values["name"]).first() or Upstream()
             for name, value in values.items():
                 setattr(upstream, name, value)
@@ -185,6 +210,7 @@ def load(path: Path | None) -> Loaded:
             except ValidationError as e:
                 raise ConfigError(f"upstream {values['name']}: {e.message_dict}") from None
             upstream.save()
+            _set_access(upstream, allowed)
             loaded.upstreams.append(upstream)
         for values in warm_rows:
             row, _ = AlwaysWarm.objects.update_or_create(

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import models
 
 from .models import Upstream
 
@@ -37,6 +38,9 @@ class UpstreamInfo:
     sumdb: str = ""
     key: str = ""
     enabled: bool = True
+    private: bool = False
+    allowed_users: frozenset[int] = frozenset()  # user ids (private upstreams)
+    allowed_groups: frozenset[int] = frozenset()  # group ids (private upstreams)
 
     def credentials(self) -> tuple[str, str] | None:
         """User and password, from the environment variables named or the stored values."""
@@ -61,9 +65,19 @@ def _all(*, include_disabled: bool) -> list[UpstreamInfo]:
     return everything if include_disabled else enabled
 
 
+def _allowed(through: type[models.Model], column: str) -> dict[int, frozenset[int]]:
+    """upstream id -> the ids in `column` of a many-to-many table (one query)."""
+    found: dict[int, set[int]] = {}
+    for upstream_id, other in through.objects.values_list("upstream_id", column):
+        found.setdefault(upstream_id, set()).add(other)
+    return {k: frozenset(v) for k, v in found.items()}
+
+
 def _load() -> tuple[list[UpstreamInfo], list[UpstreamInfo]]:
     global _snapshot
     with _lock:
+        users = _allowed(Upstream.allowed_users.through, "user_id")
+        groups = _allowed(Upstream.allowed_groups.through, "group_id")
         items = [
             UpstreamInfo(
                 id=u.id,
@@ -85,6 +99,9 @@ def _load() -> tuple[list[UpstreamInfo], list[UpstreamInfo]]:
                 sumdb=u.sumdb,
                 key=u.key,
                 enabled=u.enabled,
+                private=u.private,
+                allowed_users=users.get(u.id, frozenset()),
+                allowed_groups=groups.get(u.id, frozenset()),
             )
             for u in Upstream.objects.all()
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from urllib.parse import parse_qs, urlparse
@@ -180,10 +180,11 @@ def _names(segment: _Segment, n: int | None, last: str | None) -> Iterator[str]:
     return (segment.shown + name[start:] for (name,) in rows)
 
 
-def catalog(n: int | None, last: str | None) -> Page:
-    """The repositories the upstreams confirmed, by the names clients use: a merge of the
-    index's ordered ranges, so that a page costs the same however many there are."""
-    segments = [s for u in upstreams_of_kind("oci") for s in _segments(u)]
+def catalog(n: int | None, last: str | None, visible: Callable[[UpstreamInfo], bool]) -> Page:
+    """The repositories the upstreams the client may see (`visible`) confirmed, by the names
+    clients use: a merge of the index's ordered ranges, so that a page costs the same however
+    many there are."""
+    segments = [s for u in upstreams_of_kind("oci") if visible(u) for s in _segments(u)]
     merged = heapq.merge(*(_names(s, n, last) for s in segments))
     items = list(merged if n is None else islice(merged, n + 1))
     if n is not None and len(items) > n:

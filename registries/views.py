@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from mirror import access
 from mirror.errors import (
     DigestMismatch,
     InvalidContent,
@@ -27,7 +28,7 @@ from mirror.errors import (
 )
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
 
-from . import blobs, catalog, manifests, referrers, tags
+from . import auth, blobs, catalog, manifests, referrers, tags
 from .errors import API_VERSION, RegistryError
 from .formats import OCI_INDEX
 from .names import check_digest, check_name, check_reference, check_tag, is_digest
@@ -57,6 +58,8 @@ def v2(request: HttpRequest, path: str = "") -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
             raise RegistryError("UNSUPPORTED", "this mirror is read-only")
         kind, handler, params = _resolve(path)
+        # Who the client is, before any cache or upstream is consulted; `_route` checks it.
+        request.mirror_identity = auth.client(request, params.get("name"))  # type: ignore[attr-defined]
         response = handler(request, **params)
     except RegistryError as e:
         response = e.response()
@@ -72,7 +75,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 def _resolve(path: str) -> tuple[str, Callable[..., HttpResponse], dict[str, str]]:
     if path == "":
-        return "base", lambda request: JsonResponse({}), {}
+        return "base", base, {}
     if path == "_catalog":
         return "catalog", catalog_view, {}
     for pattern, kind in _ROUTES:
@@ -114,6 +117,7 @@ def _route(request: HttpRequest, name: str) -> Route:
     labels the request's metrics (config/observability.py)."""
     target = route(name, request.GET.get("ns") or None)
     request.mirror_upstream = target.upstream.name  # type: ignore[attr-defined]
+    auth.check_pull(request, request.mirror_identity, target.upstream, name)  # type: ignore[attr-defined]
     return target
 
 
@@ -122,6 +126,11 @@ def _page_size(request: HttpRequest) -> int | None:
         return catalog.page_size(request.GET.get("n"))
     except ValueError as e:
         raise RegistryError("PAGINATION_NUMBER_INVALID", str(e)) from None
+
+
+def base(request: HttpRequest) -> HttpResponse:
+    auth.check_base(request, request.mirror_identity)  # type: ignore[attr-defined]
+    return JsonResponse({})
 
 
 def manifest(request: HttpRequest, name: str, reference: str) -> HttpResponse:
@@ -193,7 +202,10 @@ def tags_view(request: HttpRequest, name: str) -> HttpResponse:
 
 def catalog_view(request: HttpRequest) -> HttpResponse:
     n = _page_size(request)
-    page = catalog.catalog(n, request.GET.get("last") or None)
+    identity = request.mirror_identity  # type: ignore[attr-defined]
+    page = catalog.catalog(
+        n, request.GET.get("last") or None, lambda u: access.may_pull(identity, u)
+    )
     response = JsonResponse({"repositories": page.items})
     if page.next_last is not None:
         query = urlencode({"n": n, "last": page.next_last})

@@ -1,15 +1,20 @@
+import datetime as dt
+
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
+from django.utils import timezone
 
 from mirror import tokens
-from mirror.models import ApiToken
+from mirror.models import ApiToken, PullToken
 
 
 class Command(BaseCommand):
     help = (
         "Manage REST API tokens. `create NAME [--scope read|prewarm|admin ...]` prints the new "
         "token on its last line (it is stored hashed and never shown again); `list`; "
-        "`revoke NAME`."
+        "`revoke NAME`. Users' pull tokens: `pull-create USER NAME [--days N]` prints the new "
+        "token on its last line, likewise; `pull-revoke USER NAME`."
     )
 
     def add_arguments(self, parser):
@@ -25,6 +30,13 @@ class Command(BaseCommand):
         sub.add_parser("list")
         revoke = sub.add_parser("revoke")
         revoke.add_argument("name")
+        pull_create = sub.add_parser("pull-create")
+        pull_create.add_argument("user")
+        pull_create.add_argument("name")
+        pull_create.add_argument("--days", type=int, help="expires after N days (default: never)")
+        pull_revoke = sub.add_parser("pull-revoke")
+        pull_revoke.add_argument("user")
+        pull_revoke.add_argument("name")
 
     def handle(self, *args, action, **options):
         if action == "create":
@@ -34,6 +46,13 @@ class Command(BaseCommand):
                 raise CommandError(f"a token named {options['name']!r} exists") from None
             self.stderr.write(f"token {row.name} with scopes {', '.join(row.scopes)}:")
             self.stdout.write(token)
+        elif action == "pull-create":
+            self._pull_create(options["user"], options["name"], options["days"])
+        elif action == "pull-revoke":
+            rows = PullToken.objects.filter(user__username=options["user"], name=options["name"])
+            if not rows.update(revoked=True):
+                raise CommandError(f"{options['user']} has no pull token {options['name']!r}")
+            self.stdout.write(f"revoked {options['user']} / {options['name']}")
         elif action == "list":
             for row in ApiToken.objects.order_by("name"):
                 state = "revoked" if row.revoked else f"last used {row.last_used or 'never'}"
@@ -42,3 +61,16 @@ class Command(BaseCommand):
             if not ApiToken.objects.filter(name=options["name"]).update(revoked=True):
                 raise CommandError(f"no token named {options['name']!r}")
             self.stdout.write(f"revoked {options['name']}")
+
+    def _pull_create(self, username: str, name: str, days: int | None) -> None:
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"no user {username!r} (create it in the admin)")
+        expires = timezone.now() + dt.timedelta(days=days) if days else None
+        try:
+            row, token = tokens.create_pull_token(user, name, expires)
+        except IntegrityError:
+            raise CommandError(f"{username} has a pull token named {name!r}") from None
+        until = f", expires {row.expires:%Y-%m-%d %H:%M} UTC" if row.expires else ""
+        self.stderr.write(f"pull token {row.name} of {username}{until}:")
+        self.stdout.write(token)
