@@ -378,30 +378,3 @@ MIRROR_CACHE_MAX_BYTES = _parse_size(os.environ.get("MIRROR_CACHE_MAX_BYTES", ""
 MIRROR_EVICT_EVERY = int(os.environ.get("MIRROR_EVICT_EVERY", 300))
 # Content pulled (or cached) this recently is never evicted: it may be being served now.
 MIRROR_EVICT_GRACE_SECONDS = _env_float("MIRROR_EVICT_GRACE_SECONDS", 300)
-
-# --- Access control (issue 10; mirror/access.py, mirror/ratelimit.py, registries/auth.py).
-# Lifetime of the Bearer tokens the mirror's token endpoint (/token) issues to OCI clients.
-MIRROR_PULL_TOKEN_SECONDS = int(os.environ.get("MIRROR_PULL_TOKEN_SECONDS", 300))
-# Requests reach the mirror through this many reverse proxies of yours (an Ingress: 1). Then,
-# and only then, X-Forwarded-Proto (the token endpoint's address in challenges) and
-# X-Forwarded-For (the client address rate limits count by) are believed; 0 trusts neither.
-MIRROR_TRUSTED_PROXIES = int(os.environ.get("MIRROR_TRUSTED_PROXIES", 0))
-if MIRROR_TRUSTED_PROXIES > 0:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-
-
-def _rate_limit(value: str) -> tuple[int, int] | None:
-    """`REQUESTS/SECONDS` -> (requests, seconds); empty -> None (no limit)."""
-    if not value.strip():
-        return None
-    count, _, seconds = value.strip().partition("/")
-    if not (count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
-        from django.core.exceptions import ImproperlyConfigured
-
-        raise ImproperlyConfigured(f"MIRROR_RATE_LIMIT={value!r}: expected REQUESTS/SECONDS")
-    return int(count), int(seconds)
-
-
-# Per-client limit on protocol requests (/v2/, /token, GOPROXY and sumdb paths), e.g. 600/60:
-# 600 requests per 60 s window per user (anonymous clients: per address); empty: no limit.
-MIRROR_RATE_LIMIT = _rate_limit(os.environ.get("MIRROR_RATE_LIMIT", ""))
