@@ -17,6 +17,12 @@ with 1k and with 1M cached objects, on SQLite and on PostgreSQL. BENCH_SCALE=0 s
 BENCH_ONLY=scale runs it alone and rewrites only its own section of bench/RESULTS.md. Its
 knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (3), BENCH_SCALE_SECONDS (3),
 BENCH_SCALE_DATABASES (sqlite,postgresql).
+
+Step 9 (bench/multi.py) runs three instances on PostgreSQL, moto S3 and Redis: warm manifest
+requests/s and blob MiB/s through three instances vs one, peak RSS per worker. BENCH_MULTI=0
+skips it; BENCH_ONLY=multi runs it alone and rewrites only its own section of
+bench/RESULTS.md. Its knobs: BENCH_MULTI_SECONDS (10), BENCH_MULTI_CONNECTIONS (48),
+BENCH_MULTI_BLOB_MIB (16).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from types import FrameType
 
 from tests.support.images import Layout
 
-from . import figures, gofigures, gomod, scale
+from . import figures, gofigures, gomod, multi, scale
 from .measure import (
     big_pulls,
     cold_pulls,
@@ -137,6 +143,26 @@ def scale_only(root: Path) -> None:
     say(f'wrote the section "{SCALE_TITLE}" of {path}')
 
 
+MULTI_TITLE = "Multi-instance step alone (BENCH_ONLY=multi)"
+
+
+def _multi(root: Path) -> multi.MultiFigures:
+    say("9 multi: three instances vs one on PostgreSQL, S3 (moto) and Redis")
+    return multi.multi(root)
+
+
+def multi_only(root: Path) -> None:
+    """BENCH_ONLY=multi: step 9 alone; its section of bench/RESULTS.md is rewritten."""
+    started, load_before = time.monotonic(), _load()
+    found = _multi(root)
+    rows = multi.rows(found)
+    _print_rows(rows)
+    body = [*multi.explanations(), "", *multi.details(found)]
+    load = f"load average before the run {load_before}, after {_load()}"
+    path = write_section(MULTI_TITLE, rows, body, time.monotonic() - started, load)
+    say(f'wrote the section "{MULTI_TITLE}" of {path}')
+
+
 def bench(root: Path, stack: ExitStack) -> None:
     """Start everything under `root`, measure, print and write the results."""
     started = time.monotonic()
@@ -145,6 +171,9 @@ def bench(root: Path, stack: ExitStack) -> None:
         say(f"warning: the machine is already busy (load {load_before}); figures will be noisy")
     if os.environ.get("BENCH_ONLY") == "scale":
         scale_only(root)
+        return
+    if os.environ.get("BENCH_ONLY") == "multi":
+        multi_only(root)
         return
     seconds = _env_int("BENCH_SECONDS", 10)
     rounds = _env_int("BENCH_ROUNDS", 5)
@@ -191,9 +220,11 @@ def bench(root: Path, stack: ExitStack) -> None:
     logs = figures.log_section(p) + gofigures.log_section(g)
     stack.close()  # step 8 runs instances of its own: stop the others first
     grown = [] if os.environ.get("BENCH_SCALE") == "0" else _scale(root)
+    spread = None if os.environ.get("BENCH_MULTI") == "0" else _multi(root)
 
     rows = figures.rows(manifests, blobs, cold, herd, big, cold_mib, big_mib)
     rows += gofigures.rows(downloads, zip_pull, zip_mib) + scale.rows(grown)
+    rows += multi.rows(spread)
     _print_rows(rows)
     print("\n".join(logs))
     path = write_results(
@@ -203,9 +234,10 @@ def bench(root: Path, stack: ExitStack) -> None:
                 "What the figures measure",
                 figures.explanations(cold_mib, big_mib, seconds, rounds)
                 + gofigures.explanations(downloads, zip_mib)
-                + (scale.explanations(grown) if grown else []),
+                + (scale.explanations(grown) if grown else [])
+                + (multi.explanations() if spread else []),
             ),
-            ("Details", details + scale.details(grown)),
+            ("Details", details + scale.details(grown) + multi.details(spread)),
             ("Server logs", logs),
             ("Caveats", CAVEATS),
         ],
