@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from mirror.content import Content, StoredContent
 from mirror.errors import (
+    DATABASE_DOWN,
     DigestMismatch,
     InvalidContent,
     MirrorError,
@@ -28,6 +29,7 @@ from mirror.errors import (
     UpstreamInvalid,
     UpstreamNotFound,
     UpstreamUnavailable,
+    database_unavailable,
 )
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response, parse_range
 
@@ -95,6 +97,8 @@ def _handled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
             for header, value in e.headers.items():
                 response[header] = value
             return response
+        except DATABASE_DOWN as e:
+            return _error(database_unavailable(e))
         except RangeNotSatisfiable as e:
             response = _text(416, "range not satisfiable")
             response["Content-Range"] = f"bytes */{e.size}"

@@ -1,5 +1,12 @@
 """Domain errors of the core; each protocol app maps them to its own error format."""
 
+import logging
+import time
+
+from django.db import InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
+
 
 class MirrorError(Exception):
     """Base of the core's errors."""
@@ -49,3 +56,51 @@ class Overloaded(MirrorError):
     def __init__(self, message: str, retry_after: float = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(MirrorError):
+    """A service the mirror itself stands on (its database, its storage) failed or did not
+    answer in time: 503 with Retry-After in every protocol. Nothing was committed; the
+    request may be retried as it is, and works again once the service is back."""
+
+    def __init__(self, message: str, retry_after: float = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached, or lost the connection mid-query."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object storage (S3) could not be reached, timed out, or answered an error."""
+
+
+#: What Django raises when the database is unreachable or the connection broke (the driver's
+#: errors wrapped): an outage, not a bug. Other DatabaseErrors (integrity, programming) are
+#: left to surface as the bugs they are.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+LOG_EVERY = 10.0
+_outages: dict[str, tuple[float, int]] = {}  # service -> (last logged at, failures since)
+
+
+def log_outage(service: str, reason: str) -> None:
+    """Log a failure of `service` (the database, storage) as one warning line, without a
+    traceback (the cause is the service's, not a code path's), at most every LOG_EVERY
+    seconds per process with the count of those not logged: an outage fails every request."""
+    now = time.monotonic()
+    logged_at, unlogged = _outages.get(service, (-LOG_EVERY, 0))
+    if now - logged_at < LOG_EVERY:
+        _outages[service] = (logged_at, unlogged + 1)
+        return
+    _outages[service] = (now, 0)
+    log.warning("%s unavailable: %s (%d more since the last line)", service, reason, unlogged)
+
+
+def database_unavailable(e: Exception) -> DatabaseUnavailable:
+    """The domain error for a DATABASE_DOWN error, logged by `log_outage`."""
+    text = str(e).strip()
+    log_outage("database", text.splitlines()[0][:300] if text else type(e).__name__)
+    return DatabaseUnavailable("the mirror's database is unavailable")

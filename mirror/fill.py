@@ -25,12 +25,17 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import DatabaseError
 
 from . import leases
 from .content import CHUNK, POLL, Content, RemoteFollower, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
-from .errors import Overloaded, StorageFull, UpstreamUnavailable
+from .errors import (
+    DATABASE_DOWN,
+    Overloaded,
+    StorageFull,
+    UpstreamUnavailable,
+    database_unavailable,
+)
 from .filler import Fill, sweep_spools
 from .metrics import FILLS_IN_PROGRESS
 from .models import FillLease
@@ -131,15 +136,15 @@ def get(
         UpstreamError: the upstream did not give us the object; nothing was stored.
         Overloaded: MIRROR_MAX_FILLS fills were running for MIRROR_FILL_QUEUE_SECONDS.
         StorageFull: storage is below MIRROR_MIN_FREE_BYTES, or filled up during the fill.
+        ServiceUnavailable: the database (leases) or the storage could not be reached.
     """
     storage = get_storage()
     if max_size is None:
         max_size = settings.MIRROR_MAX_BLOB_BYTES
     try:
         return _get(key, storage, fetch, verifier, upstream_id, max_size)
-    except DatabaseError as e:  # the leases' database is briefly unreachable
-        log.warning("fill of %s: database unavailable: %s", key, e)
-        raise UpstreamUnavailable(f"cannot coordinate the fill of {key}", retry_after=1) from e
+    except DATABASE_DOWN as e:  # the leases' database is unreachable: 503, nothing filled
+        raise database_unavailable(e) from e
 
 
 def _get(

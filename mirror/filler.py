@@ -32,10 +32,18 @@ from typing import BinaryIO
 from django.conf import settings
 from django.db import connection
 
-from . import leases
+from . import leases, stats
 from .content import Content, LocalFollower, MemoryContent, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
-from .errors import DigestMismatch, MirrorError, StorageFull, UpstreamInvalid, UpstreamUnavailable
+from .errors import (
+    DATABASE_DOWN,
+    DigestMismatch,
+    MirrorError,
+    StorageFull,
+    UpstreamInvalid,
+    UpstreamUnavailable,
+    database_unavailable,
+)
 from .models import FillLease, StoredObject
 from .storage import Storage, Writer
 
@@ -77,9 +85,12 @@ def sweep_spools(older_than: float) -> int:
 
 def _as_error(e: BaseException, key: str) -> MirrorError:
     """What readers are told: the core's own errors as they are, a full disk as StorageFull,
-    anything else (a database or network error) as the upstream being unavailable."""
+    a lost database as DatabaseUnavailable, anything else (a network error) as the upstream
+    being unavailable."""
     if isinstance(e, MirrorError):
         return e
+    if isinstance(e, DATABASE_DOWN):
+        return database_unavailable(e)
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         log.error("storage full: the fill of %s stopped, nothing committed", key)
         return StorageFull(f"storage full while filling {key}")
@@ -90,6 +101,21 @@ def _best_effort(what: str, key: str, step: Callable[[], object]) -> None:
     """A cleanup step: its failure is logged and does not stop the steps after it."""
     try:
         step()
+    except Exception:
+        log.warning("fill of %s: could not %s", key, what, exc_info=True)
+
+
+def _write_or_put_off(what: str, key: str, write: Callable[[], object]) -> None:
+    """A database write of a fill's end (its index row, its lease's release), best-effort
+    like a cleanup step; but when the database is unreachable, the write is put off until it
+    is back (mirror/stats.py), so that an object committed during an outage is indexed and
+    its lease row goes. The broken connection is dropped for the next query to reopen."""
+    try:
+        write()
+    except DATABASE_DOWN:
+        log.warning("fill of %s: database unavailable; will %s once it is back", key, what)
+        _best_effort("close its database connection", key, connection.close)
+        stats.write_later(f"{what} of {key}", write)
     except Exception:
         log.warning("fill of %s: could not %s", key, what, exc_info=True)
 
@@ -198,7 +224,7 @@ class Fill:
         with _path_of(self.writer, data) as path:
             self.verifier.verify(got, path)
         self.writer.commit()
-        _best_effort("index the stored object", self.key, lambda: self._index(got))
+        self._index(got)
         self.memory, self.written, self.verified = data, got, True
 
     def _copy(self, source: Source) -> None:
@@ -241,8 +267,7 @@ class Fill:
                 self._hand_on(bytes(buffer[:filled]))
                 filled, handed_at = 0, now
             if now - renewed > renew_every:
-                if not leases.renew(self.lease):
-                    raise UpstreamUnavailable("fill lease lost")
+                self._renew()
                 renewed = now
             if not self.readers and now - self.idle_since > abandon:
                 raise UpstreamUnavailable(f"{self.key}: no client read it for {abandon:g} s")
@@ -250,6 +275,18 @@ class Fill:
             self._hand_on(bytes(buffer[:filled]))
         if self.size is not None and self.written != self.size:
             raise DigestMismatch(f"{self.key}: got {self.written} bytes of {self.size}")
+
+    def _renew(self) -> None:
+        """Renew the lease; raise if another filler took it over. While the database is
+        unreachable the copy goes on (its bytes go to storage, not the database) and the
+        renewal is tried again a third of a lease period later: a short outage costs no
+        fill, a long one ends it when its lease turns out taken over."""
+        try:
+            if not leases.renew(self.lease):
+                raise UpstreamUnavailable("fill lease lost")
+        except DATABASE_DOWN as e:
+            log.warning("fill of %s: lease not renewed, database unavailable: %s", self.key, e)
+            _best_effort("close its database connection", self.key, connection.close)
 
     def _too_big(self, received: int) -> MirrorError:
         if self.size is not None and received > self.size:
@@ -304,13 +341,19 @@ class Fill:
             self.state, self.verified = "verified", True
             self.cond.notify_all()
         self.writer.commit()
-        _best_effort("index the stored object", self.key, lambda: self._index(self.written))
+        self._index(self.written)
 
     def _index(self, size: int) -> None:
-        """The index row is for the admin and statistics; the object is served by its key."""
-        StoredObject.objects.update_or_create(
-            key=self.key, defaults={"size": size, "upstream_id": self.upstream_id}
-        )
+        """The index row is for the admin and statistics; the object is served by its key.
+        (The write holds no reference to the fill: put off, it keeps no bytes alive.)"""
+        key, upstream_id = self.key, self.upstream_id
+
+        def write() -> None:
+            StoredObject.objects.update_or_create(
+                key=key, defaults={"size": size, "upstream_id": upstream_id}
+            )
+
+        _write_or_put_off("index the stored object", key, write)
 
     def _end(self, source: Source | None, error: MirrorError | None) -> None:
         """The fill's end: see the class docstring."""
@@ -323,7 +366,8 @@ class Fill:
                     self.size = self.written
                 self.cond.notify_all()
         # Best-effort from here on, the lease first: whoever waits for it may fill at once.
-        _best_effort("release the lease", self.key, lambda: leases.release(self.lease))
+        lease = self.lease
+        _write_or_put_off("release the lease", self.key, lambda: leases.release(lease))
         if error is not None and self.writer is not None:
             _best_effort("abort the storage write", self.key, self.writer.abort)
         if self._spool_file is not None:

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from . import budgets, ecosystems, leases
 from .ecosystems import Cancelled, InvalidReference
-from .errors import MirrorError, Overloaded, UpstreamUnavailable
+from .errors import MirrorError, Overloaded, ServiceUnavailable, UpstreamUnavailable
 from .models import FillLease, PrewarmItem, PrewarmJob
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def _run(item: PrewarmItem) -> float | None:
     except Cancelled:
         progress.flush()
         _end(item, Status.CANCELLED)
-    except (UpstreamUnavailable, Overloaded, DatabaseError) as e:
+    except (UpstreamUnavailable, Overloaded, ServiceUnavailable, DatabaseError) as e:
         progress.flush()
         if item.attempts > settings.MIRROR_PREWARM_RETRIES:
             _end(item, Status.FAILED, f"gave up after {item.attempts} attempts: {e}")

@@ -53,8 +53,9 @@ def _position(digits: str) -> int:
 
 
 class _Peeked:
-    """The chunks of a fill in progress with the first one already produced (raising now if
-    the fill fails early). Closing it closes the reader (its spool descriptor, its count)."""
+    """Chunks with the first one already produced (raising now if the source fails early: a
+    fill in progress, a storage stream). Closing it closes the source (a reader's spool
+    descriptor and count, a storage stream)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
@@ -100,7 +101,10 @@ def content_response(
         # stops at Content-Length.
         response = FileResponse(body, content_type=content_type)
     elif hasattr(body, "read"):
-        response = StreamingHttpResponse(read_chunks(body, length), content_type=content_type)
+        # A stream from object storage: its first read here, so that storage failing at once
+        # is an error answer (503), not a 500 from the server once the headers are due.
+        chunks = _Peeked(read_chunks(body, length))
+        response = StreamingHttpResponse(chunks, content_type=content_type)
     else:
         response = StreamingHttpResponse(body, content_type=content_type)
     if length is not None:

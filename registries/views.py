@@ -16,15 +16,18 @@ from django.views.decorators.csrf import csrf_exempt
 
 from mirror import access
 from mirror.errors import (
+    DATABASE_DOWN,
     DigestMismatch,
     InvalidContent,
     MirrorError,
     Overloaded,
+    ServiceUnavailable,
     StorageFull,
     UpstreamDenied,
     UpstreamInvalid,
     UpstreamNotFound,
     UpstreamUnavailable,
+    database_unavailable,
 )
 from mirror.responses import IMMUTABLE, RangeNotSatisfiable, content_response
 
@@ -65,6 +68,8 @@ def v2(request: HttpRequest, path: str = "") -> HttpResponse:
         response = e.response()
     except (MirrorError, catalog.UnknownName) as e:
         response = _domain_error(e, kind).response()
+    except DATABASE_DOWN as e:
+        response = _domain_error(database_unavailable(e), kind).response()
     response[API_VERSION[0]] = API_VERSION[1]
     return response  # config.middleware strips the body of answers to HEAD
 
@@ -103,6 +108,8 @@ def _domain_error(e: Exception, kind: str) -> RegistryError:
         return RegistryError("UNAVAILABLE", f"upstream unavailable: {e}")
     if isinstance(e, Overloaded):
         return RegistryError("UNAVAILABLE", "mirror busy", retry_after=e.retry_after)
+    if isinstance(e, ServiceUnavailable):  # the mirror's own database or storage
+        return RegistryError("UNAVAILABLE", str(e), retry_after=e.retry_after)
     if isinstance(e, StorageFull):
         return RegistryError("UNAVAILABLE", "mirror storage is full", status=507)
     if isinstance(e, (DigestMismatch, InvalidContent)):

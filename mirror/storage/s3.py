@@ -3,22 +3,69 @@
 A fill streams into a multipart upload for the final key; the object stays invisible until
 `CompleteMultipartUpload`, which is sent only on commit (`AbortMultipartUpload` otherwise).
 Memory per writer is bounded by one part.
+
+S3 unreachable, timing out or answering an error (other than "no such key") is
+StorageUnavailable, which every protocol answers 503: on any call, and on reading a body
+already opened. Each call is bounded (AWS_S3_CONNECT_TIMEOUT, AWS_S3_READ_TIMEOUT,
+AWS_S3_MAX_ATTEMPTS; botocore's defaults, 60 s reads and up to 5 attempts, held a request
+for minutes), and the client's pooled connections are retried by botocore after an outage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from typing import Any, BinaryIO
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from storages.backends.s3 import S3Storage as DjangoS3Storage
 
-from ..errors import StorageFull
+from ..errors import StorageFull, StorageUnavailable, log_outage
 from .base import ObjectNotFound, Storage, Writer, check_key
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+@contextlib.contextmanager
+def _unavailable(what: str, key: str) -> Iterator[None]:
+    """S3's failures inside the block as StorageUnavailable (logged as one line)."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as e:
+        if isinstance(e, ClientError):
+            error = e.response.get("Error", {})
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            reason = f"{error.get('Code', '?')} (HTTP {status})"
+        else:
+            reason = type(e).__name__
+        log_outage("storage", f"S3 {what} of {key} failed: {reason}")
+        raise StorageUnavailable(f"the mirror's storage is unavailable ({what}: {reason})") from e
+
+
+class _Body:
+    """An object's body being read from S3 (`read`, `close`, `with`); a failure mid-read is
+    StorageUnavailable."""
+
+    def __init__(self, body: Any, key: str) -> None:
+        self._body, self._key = body, key
+
+    def read(self, size: int = -1) -> bytes:
+        with _unavailable("read", self._key):
+            return self._body.read(None if size < 0 else size)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class S3Writer(Writer):
@@ -37,6 +84,10 @@ class S3Writer(Writer):
             self._flush_part()
 
     def _flush_part(self) -> None:
+        with _unavailable("upload", self._key):
+            self._upload_part()
+
+    def _upload_part(self) -> None:
         if self._upload_id is None:
             self._upload_id = self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key
@@ -55,25 +106,34 @@ class S3Writer(Writer):
     def commit(self) -> None:
         if self._upload_id is None:
             # Small object: one PUT is as atomic as a completed upload, and cheaper.
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+            with _unavailable("upload", self._key):
+                self._client.put_object(
+                    Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer)
+                )
         else:
             if self._buffer:
                 self._flush_part()
-            self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
+            with _unavailable("commit", self._key):
+                self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
         self._done = True
 
     def abort(self) -> None:
-        if self._upload_id is not None and not self._done:
-            self._client.abort_multipart_upload(
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-            )
-        self._done = True
-        self._buffer.clear()
+        """An abort that fails (S3 away) leaves an incomplete upload, invisible, which
+        `S3Storage.sweep` aborts later."""
+        try:
+            if self._upload_id is not None and not self._done:
+                with _unavailable("abort", self._key):
+                    self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+                    )
+        finally:
+            self._done = True
+            self._buffer.clear()
 
 
 class S3Storage(Storage):
@@ -81,6 +141,14 @@ class S3Storage(Storage):
 
     def __init__(self, prefix: str = "", **options: Any) -> None:
         self._storage = DjangoS3Storage(**options)
+        # Bounded calls, added to what django-storages configured (addressing style, etc.).
+        self._storage.client_config = self._storage.client_config.merge(
+            Config(
+                connect_timeout=settings.AWS_S3_CONNECT_TIMEOUT,
+                read_timeout=settings.AWS_S3_READ_TIMEOUT,
+                retries={"mode": "standard", "max_attempts": settings.AWS_S3_MAX_ATTEMPTS},
+            )
+        )
         self._prefix = prefix.strip("/")
 
     @property
@@ -100,12 +168,13 @@ class S3Storage(Storage):
         return f"{self._root}objects/{check_key(key)}"
 
     def stat(self, key: str) -> int | None:
-        try:
-            head = self._client.head_object(Bucket=self._bucket, Key=self._key(key))
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise
+        with _unavailable("stat", key):
+            try:
+                head = self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                    return None
+                raise
         return int(head["ContentLength"])
 
     def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
@@ -113,18 +182,21 @@ class S3Storage(Storage):
         if start or length is not None:
             end = "" if length is None else str(start + length - 1)
             kwargs["Range"] = f"bytes={start}-{end}"
-        try:
-            return self._client.get_object(**kwargs)["Body"]
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                raise ObjectNotFound(key) from e
-            raise
+        with _unavailable("read", key):
+            try:
+                body = self._client.get_object(**kwargs)["Body"]
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                    raise ObjectNotFound(key) from e
+                raise
+        return _Body(body, key)  # type: ignore[return-value]  # read() and close() only
 
     def writer(self, key: str) -> S3Writer:
         return S3Writer(self._client, self._bucket, self._key(key))
 
     def delete(self, key: str) -> None:
-        self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
+        with _unavailable("delete", key):
+            self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
 
     def presigned_url(self, key: str) -> str | None:
         return self._client.generate_presigned_url(

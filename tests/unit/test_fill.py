@@ -22,6 +22,7 @@ from mirror import fill, leases
 from mirror.content import Content
 from mirror.digests import DigestVerifier
 from mirror.errors import (
+    DatabaseUnavailable,
     DigestMismatch,
     Overloaded,
     StorageFull,
@@ -204,7 +205,7 @@ def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
     up.answering.set()
     first.join(5)
     follower.join(5)
-    assert len(errors) == 2 and all(isinstance(e, UpstreamUnavailable) for e in errors)
+    assert len(errors) == 2 and all(isinstance(e, DatabaseUnavailable) for e in errors)
     assert up.closed.is_set()
     assert list(store.tmp.iterdir()) == []
     assert leases.current(KEY) is None
@@ -214,7 +215,7 @@ def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
 def test_database_down_at_claim_is_a_clean_error(store, monkeypatch) -> None:
     _raise_once(monkeypatch, leases, "claim")
     up = Upstream(DATA)
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(DatabaseUnavailable) as caught:
         _bounded(lambda: _get(up))
     assert caught.value.retry_after and up.fetches == 0
     assert _bounded(lambda: _fetch_and_read(up)) == ("MISS", DATA)  # its slot was given back
