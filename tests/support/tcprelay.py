@@ -179,8 +179,11 @@ class TcpRelay:
         finally:
             with self._lock:
                 self._open.difference_update((client, upstream))
-            _reset(client)
-            _reset(upstream)
+            # An orderly close delivers what is still buffered for the other side (a reset
+            # here cut the end of bodies the service sent just before closing); connections
+            # cut by pause() were set to reset on close already.
+            client.close()
+            upstream.close()
 
     @staticmethod
     def _pump(client: socket.socket, upstream: socket.socket) -> None:
