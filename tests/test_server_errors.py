@@ -89,19 +89,22 @@ def test_unparseable_requests_are_not_html(server: MirrorServer, request_head: b
 
 
 def test_database_down_answers_in_protocol_format(server: MirrorServer) -> None:
-    """A real unhandled failure: the database file is gone (a directory stands in its place),
-    so every query raises; each protocol answers 500 in its own format, and HEAD with no body."""
+    """The database file is gone (a directory stands in its place), so every query raises:
+    each protocol answers 503 in its own format with Retry-After (issue 10: an outage of the
+    database is "try again", never a 500), and HEAD with no body."""
     db = server.data_dir / "entrepot.sqlite3"
     aside = db.with_name("aside.sqlite3")
     db.rename(aside)
     db.mkdir()
     try:
         oci = httpx.get(f"{server.url}/v2/library/dbdown/manifests/1")
-        _assert_oci(oci, 500, "UNKNOWN")
+        _assert_oci(oci, 503, "UNAVAILABLE")
+        assert oci.headers["Retry-After"].isdigit()
         go = httpx.get(f"{server.url}/example.com/dbdown/@v/list")
-        assert go.status_code == 500 and go.text == "internal server error\n"
+        assert go.status_code == 503 and go.headers["Retry-After"].isdigit()
+        assert go.text == "unavailable: the mirror's database is unavailable\n"
         head = httpx.head(f"{server.url}/v2/library/dbdown/manifests/1")
-        assert head.status_code == 500 and head.content == b""
+        assert head.status_code == 503 and head.content == b""
         assert httpx.get(f"{server.url}/readyz").status_code == 503
     finally:
         shutil.rmtree(db)
