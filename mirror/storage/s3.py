@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import threading
 import uuid
 from collections.abc import Container, Iterator
 from typing import Any, BinaryIO
@@ -29,6 +31,11 @@ from .base import ObjectNotFound, Storage, Writer, check_key
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def _threads() -> int:
+    """Request threads per process (config/gunicorn.py reads the same variable)."""
+    return int(os.environ.get("GUNICORN_THREADS") or 64)
 
 
 @contextlib.contextmanager
@@ -147,13 +154,25 @@ class S3Storage(Storage):
                 connect_timeout=settings.AWS_S3_CONNECT_TIMEOUT,
                 read_timeout=settings.AWS_S3_READ_TIMEOUT,
                 retries={"mode": "standard", "max_attempts": settings.AWS_S3_MAX_ATTEMPTS},
+                # Every request thread and fill thread may hold one at once.
+                max_pool_connections=_threads() + settings.MIRROR_MAX_FILLS,
             )
         )
         self._prefix = prefix.strip("/")
+        self._shared_client: Any = None
+        self._client_lock = threading.Lock()
 
     @property
     def _client(self) -> Any:
-        return self._storage.connection.meta.client
+        """One boto3 client for every thread (clients are thread-safe). django-storages'
+        `connection` makes a session and a resource per thread, 13-16 MiB each: with 64
+        request threads, most of a worker's memory (measured with bench/multi.py)."""
+        if (client := self._shared_client) is None:
+            with self._client_lock:
+                if self._shared_client is None:
+                    self._shared_client = self._storage.connection.meta.client
+                client = self._shared_client
+        return client
 
     @property
     def _bucket(self) -> str:
