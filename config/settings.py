@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Innermost: a database or storage outage the view left unanswered is a 503.
+    "config.middleware.OutageAnswers",
 ]
 
 ROOT_URLCONF = "config.urls"

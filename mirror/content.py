@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from django.conf import settings
 
 from . import leases
-from .errors import MirrorError, UpstreamUnavailable
+from .errors import MirrorError, ServiceUnavailable, UpstreamUnavailable
 from .models import FillLease
 from .storage import ObjectNotFound, Storage
 
@@ -123,7 +123,13 @@ class StoredContent(Content):
         self.storage, self.key, self.size, self.cache = storage, key, size, cache
 
     def open(self, start: int = 0, length: int | None = None) -> BinaryIO:
-        return self.storage.open(self.key, start, length)
+        try:
+            return self.storage.open(self.key, start, length)
+        except ObjectNotFound:
+            # Evicted or purged between the look in storage and this open (eviction spares
+            # what was pulled within MIRROR_EVICT_GRACE_SECONDS, so this is rare): asked
+            # again, the object is fetched anew.
+            raise ServiceUnavailable(f"{self.key} left the cache as it was asked", 1) from None
 
     def redirect_url(self) -> str | None:
         return self.storage.presigned_url(self.key) if settings.MIRROR_S3_REDIRECT else None

@@ -106,6 +106,11 @@ def test_database_down_answers_in_protocol_format(server: MirrorServer) -> None:
         head = httpx.head(f"{server.url}/v2/library/dbdown/manifests/1")
         assert head.status_code == 503 and head.content == b""
         assert httpx.get(f"{server.url}/readyz").status_code == 503
+        # Pages outside the protocols: a plain 503 too.
+        for page in ("/", "/admin/login/?next=/admin/"):
+            answer = httpx.get(f"{server.url}{page}", cookies={"sessionid": "x" * 32})
+            assert answer.status_code == 503, (page, answer.status_code)
+            assert answer.headers["Retry-After"].isdigit()
     finally:
         shutil.rmtree(db)
         aside.rename(db)

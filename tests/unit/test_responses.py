@@ -1,10 +1,16 @@
-"""Range headers: what a client may ask, however absurd, is an answer, never a 500."""
+"""Range headers: what a client may ask, however absurd, is an answer, never a 500; nor is an
+object that leaves the cache as it is opened."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from mirror.content import StoredContent
+from mirror.errors import ServiceUnavailable
 from mirror.responses import RangeNotSatisfiable, parse_range
+from mirror.storage.local import LocalStorage
 
 HUGE = "9" * 5000  # Python's int() refuses more than 4300 digits
 
@@ -30,3 +36,12 @@ def test_ranges(header: str, expected: tuple[int, int] | None) -> None:
 def test_past_the_end_is_unsatisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse_range(header, 1000)
+
+
+def test_an_object_gone_between_the_look_and_the_open_is_a_503(tmp_path: Path) -> None:
+    """Eviction may take an object between `fill.stored()`'s look and the open: the client
+    gets a 503 to retry (which fetches it anew), not a 500."""
+    content = StoredContent(LocalStorage(str(tmp_path)), "blobs/sha256/ab/" + "ab" * 32, 10)
+    with pytest.raises(ServiceUnavailable) as raised:
+        content.open()
+    assert raised.value.retry_after == 1
