@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import boto3
@@ -126,7 +125,7 @@ def backing_services(log_dir: Path | None = None) -> Iterator[Backing]:
         yield Backing(database, s3.url, redis_url())
 
 
-class Cluster:
+class Cluster(Service):
     """`size` MirrorServers (separate gunicorn masters on separate ports, each with its own data
     folder: spools, logs) and, unless `worker=False`, a Celery worker, all on `backing`.
 
@@ -187,21 +186,6 @@ class Cluster:
         with ThreadPoolExecutor(len(stoppers)) as pool:
             for future in [pool.submit(stop) for stop in stoppers]:
                 future.result()
-
-    def __enter__(self) -> Cluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- inspection ----------------------------------------------------------------------------
     def worker_pids(self) -> dict[int, str]:

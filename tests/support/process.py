@@ -20,7 +20,8 @@ def terminate(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None
 
 
 class Service:
-    """`with Service(...) as s:` starts it and closes it; `close()` defaults to `stop()`."""
+    """`with Service(...) as s:` starts it and closes it (also when the start fails half-way:
+    `stop()` must cope with a partial start); `close()` defaults to `stop()`."""
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -32,7 +33,11 @@ class Service:
         self.stop()
 
     def __enter__(self) -> Self:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # what did start (processes, threads) does not outlive the failure
+            raise
 
     def __exit__(
         self,

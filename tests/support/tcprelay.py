@@ -32,8 +32,9 @@ import selectors
 import socket
 import struct
 import threading
-from types import TracebackType
 from typing import Literal
+
+from tests.support.process import Service
 
 __all__ = ["TcpRelay"]
 
@@ -48,7 +49,7 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-class TcpRelay:
+class TcpRelay(Service):
     """Relay TCP connections from ``127.0.0.1:port`` to ``target_host:target_port``.
 
     ``port=0`` picks a free port (read it from ``.port`` after ``start()``). ``connections``
@@ -83,17 +84,6 @@ class TcpRelay:
             self._resumed.notify_all()
         self._close_listener()
         self._close_open()
-
-    def __enter__(self) -> TcpRelay:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def paused(self) -> bool:
