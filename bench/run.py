@@ -33,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,16 +132,23 @@ def _scale(root: Path) -> list[scale.EngineFigures]:
     return scale.scale(root)
 
 
-def scale_only(root: Path) -> None:
-    """BENCH_ONLY=scale: step 8 alone; its section of bench/RESULTS.md is rewritten."""
+def _step_only(title: str, measure: Callable[[], tuple[list[Row], list[str]]]) -> None:
+    """BENCH_ONLY=<step>: that step alone (`measure` gives its rows and the text below
+    them); its section of bench/RESULTS.md is rewritten."""
     started, load_before = time.monotonic(), _load()
-    found = _scale(root)
-    rows = scale.rows(found)
+    rows, body = measure()
     _print_rows(rows)
-    body = [*scale.explanations(found), "", *scale.details(found)]
     load = f"load average before the run {load_before}, after {_load()}"
-    path = write_section(SCALE_TITLE, rows, body, time.monotonic() - started, load)
-    say(f'wrote the section "{SCALE_TITLE}" of {path}')
+    path = write_section(title, rows, body, time.monotonic() - started, load)
+    say(f'wrote the section "{title}" of {path}')
+
+
+def scale_only(root: Path) -> None:
+    def measure() -> tuple[list[Row], list[str]]:
+        found = _scale(root)
+        return scale.rows(found), [*scale.explanations(found), "", *scale.details(found)]
+
+    _step_only(SCALE_TITLE, measure)
 
 
 MULTI_TITLE = "Multi-instance step alone (BENCH_ONLY=multi)"
@@ -152,15 +160,11 @@ def _multi(root: Path) -> multi.MultiFigures:
 
 
 def multi_only(root: Path) -> None:
-    """BENCH_ONLY=multi: step 9 alone; its section of bench/RESULTS.md is rewritten."""
-    started, load_before = time.monotonic(), _load()
-    found = _multi(root)
-    rows = multi.rows(found)
-    _print_rows(rows)
-    body = [*multi.explanations(), "", *multi.details(found)]
-    load = f"load average before the run {load_before}, after {_load()}"
-    path = write_section(MULTI_TITLE, rows, body, time.monotonic() - started, load)
-    say(f'wrote the section "{MULTI_TITLE}" of {path}')
+    def measure() -> tuple[list[Row], list[str]]:
+        found = _multi(root)
+        return multi.rows(found), [*multi.explanations(), "", *multi.details(found)]
+
+    _step_only(MULTI_TITLE, measure)
 
 
 def bench(root: Path, stack: ExitStack) -> None:
