@@ -53,7 +53,7 @@ print(json.dumps({
 
 
 def _reverify(server: MirrorServer) -> tuple[dict, str]:
-    """(what the run reports, its log)."""
+    """(what the run reports, its log: JSON lines, LOG_FORMAT's default)."""
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", RUN],
         cwd=ROOT,
@@ -92,7 +92,12 @@ def test_a_blob_corrupted_on_disk_is_quarantined_and_fetched_anew(
     assert not (objects / bad_key).exists()
     assert bad_key not in report["verified"]  # out of the index too
     assert report["verified"][good_key] is True and (objects / good_key).exists()
-    assert f"ERROR mirror.reverify quarantined {bad_key}: digest" in log
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(
+        (r["level"], r["logger"]) == ("ERROR", "mirror.reverify")
+        and r["message"].startswith(f"quarantined {bad_key}: digest")
+        for r in records
+    ), records
 
     upstreams.hub.reset()
     again = httpx.get(f"{mirror.url}/v2/rotting/blobs/{bad}", timeout=30)
