@@ -306,7 +306,7 @@ class RemoteFollower(SpoolReader):
         key: str,
         lease: FillLease,
         storage: Storage,
-        retake: Callable[[], Content] | None = None,
+        retake: Callable[[], Content],
     ) -> None:
         self.lease = lease
         self._retake = retake
@@ -321,7 +321,6 @@ class RemoteFollower(SpoolReader):
                     pos += len(data)
                     yield data
         except _FillerDied:
-            assert self._retake is not None
             log.warning("the filler of %s died: taking the fill over at byte %d", self.key, pos)
             yield from _chunks(self._retake(), pos, end)
 
@@ -341,14 +340,14 @@ class RemoteFollower(SpoolReader):
                 raise UpstreamUnavailable(f"the fill of {self.key} stalled elsewhere")
             if now - self._checked > 0.5:
                 self._checked = now
-                live = leases.current(self.key)
-                if live is None or live.owner != self.lease.owner:
+                holder = leases.holder(self.key)
+                if holder != (self.lease.owner, True):
                     if self.storage.stat(self.key) is not None:
                         self._done = True
                         continue
-                    if self._retake is not None and (live or leases.lapsed(self.lease)):
-                        raise _FillerDied
-                    raise self._failure()
+                    if holder is None:  # released: the filler ended without committing
+                        raise self._failure()
+                    raise _FillerDied  # expired, or taken over (or a new fill since)
             time.sleep(POLL)
 
 

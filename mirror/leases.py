@@ -18,7 +18,7 @@ import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
 from .models import FillLease
@@ -85,10 +85,16 @@ def current(key: str) -> FillLease | None:
     return FillLease.objects.filter(key=key, expires_at__gte=Now()).first()
 
 
-def lapsed(lease: FillLease) -> bool:
-    """Whether `lease` ran out while its owner still held it (the filler died: a filler that
-    ends releases its lease). Only meaningful once the lease is no longer live."""
-    return FillLease.objects.filter(pk=lease.pk, owner=lease.owner).exists()
+def holder(key: str) -> tuple[str, bool] | None:
+    """(owner, live) of the lease row on `key`, expired or not, in one query; None when
+    there is none (its filler ended and released it).
+
+    One query, not `current()` then a second look: a takeover (the same row, a new owner)
+    between two queries made a follower see "no live lease" and then "not my filler's row",
+    and take a dead filler for one that failed."""
+    live = ExpressionWrapper(Q(expires_at__gte=Now()), output_field=BooleanField())
+    row = FillLease.objects.filter(key=key).annotate(live=live).values_list("owner", "live")
+    return row.first()
 
 
 def live_keys() -> set[str]:
@@ -97,5 +103,11 @@ def live_keys() -> set[str]:
 
 
 def sweep_expired() -> int:
-    """Remove the leases of fillers that died; return how many."""
-    return FillLease.objects.filter(expires_at__lt=Now()).delete()[0]
+    """Remove the leases of fillers that died a lease period ago or more; return how many.
+
+    The grace period is the followers': a follower tells a filler that died (its row still
+    there, expired) from one that failed (its row released) and takes a dead filler's fill
+    over; a row swept before it looked would read as a failure."""
+    period = dt.timedelta(seconds=settings.MIRROR_FILL_LEASE_SECONDS)
+    expired = ExpressionWrapper(Now() - period, output_field=DateTimeField())
+    return FillLease.objects.filter(expires_at__lt=expired).delete()[0]

@@ -73,14 +73,34 @@ def test_live_keys_and_sweep(settings) -> None:
     assert leases.claim("live") is not None
     assert old is not None
     assert leases.live_keys() == {"live"}
+    # Expired 0.1 s ago, less than a lease period: its followers may not have looked yet.
+    assert leases.sweep_expired() == 0
+    settings.MIRROR_FILL_LEASE_SECONDS = 0.2
+    time.sleep(0.2)
     assert leases.sweep_expired() == 1
     assert set(FillLease.objects.values_list("key", flat=True)) == {"live"}
+
+
+def test_holder_tells_live_expired_taken_over_and_released(settings) -> None:
+    """What a follower reads in one query: a dead filler's row (expired), a takeover (the
+    same row, another owner) and a filler's end (no row) are told apart."""
+    settings.MIRROR_FILL_LEASE_SECONDS = 0.2
+    assert leases.holder(KEY) is None
+    first = leases.claim(KEY)
+    assert first is not None and leases.holder(KEY) == (first.owner, True)
+    time.sleep(0.3)
+    assert leases.holder(KEY) == (first.owner, False)
+    second = leases.claim(KEY)
+    assert second is not None and second.owner != first.owner
+    assert leases.holder(KEY) == (second.owner, True)
+    leases.release(second)
+    assert leases.holder(KEY) is None
 
 
 def test_the_periodic_sweep_removes_expired_leases(settings, tmp_path) -> None:
     settings.MIRROR_STORAGE_DIR = str(tmp_path / "storage")
     settings.MIRROR_FILL_LEASE_SECONDS = 0.2
     assert leases.claim("crashed") is not None
-    time.sleep(0.3)
+    time.sleep(0.5)  # expired, and a lease period more (the followers' grace)
     assert tasks.sweep_fills() >= 1
     assert not FillLease.objects.exists()
