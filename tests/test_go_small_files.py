@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from goproxy import keys, service
 from mirror import stats
 from mirror.models import CachedDocument, Upstream
-from mirror.storage import get_storage
+from mirror.storage import forget as forget_storage
 from mirror.storage.local import LocalStorage
 from mirror.upstreams import forget
 from tests.support.gomodules import Module, StaticServer, write_tree
@@ -117,7 +117,7 @@ def test_a_small_stored_zip_is_answered_whole_and_by_range(
 ) -> None:
     settings.MIRROR_STORAGE_DIR = tmp_path / "zips"  # type: ignore[attr-defined]
     settings.MIRROR_MIN_FREE_BYTES = 0  # type: ignore[attr-defined]
-    get_storage.cache_clear()
+    forget_storage()
     try:
         path, body = WARM.url_path("zip"), WARM.zip_bytes()
         client = Client()
@@ -132,4 +132,4 @@ def test_a_small_stored_zip_is_answered_whole_and_by_range(
         assert head.status_code == 200 and head["Content-Length"] == str(len(body))
     finally:
         stats.flush()  # the zip's download count, while its table is there
-        get_storage.cache_clear()
+        forget_storage()

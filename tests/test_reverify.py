@@ -28,6 +28,7 @@ from mirror.digests import digest_of, storage_key
 from mirror.ecosystems import Finding
 from mirror.models import QuarantinedObject, StoredObject
 from mirror.storage import Storage, check_key, get_storage
+from mirror.storage import forget as forget_storage
 from tests.conftest import Upstreams
 from tests.mirror_server import ROOT, MirrorServer
 from tests.support.net import free_port
@@ -140,18 +141,18 @@ def storage(request: pytest.FixtureRequest, settings, tmp_path: Path) -> Iterato
     settings.AWS_ACCESS_KEY_ID = "test"
     settings.AWS_SECRET_ACCESS_KEY = "test-secret"
     settings.MIRROR_S3_PREFIX = tmp_path.name  # a folder of its own per test
-    get_storage.cache_clear()
+    forget_storage()
     yield get_storage()
-    get_storage.cache_clear()
+    forget_storage()
 
 
 @pytest.fixture
 def local(settings, tmp_path: Path) -> Iterator[Storage]:
     settings.AWS_STORAGE_BUCKET_NAME = ""
     settings.MIRROR_STORAGE_DIR = tmp_path / "storage"
-    get_storage.cache_clear()
+    forget_storage()
     yield get_storage()
-    get_storage.cache_clear()
+    forget_storage()
 
 
 @pytest.fixture

@@ -205,3 +205,42 @@ def test_check_writable_refuses_unwritable_storage(tmp_path: Path, s3_endpoint: 
     )
     with pytest.raises(StorageFull, match="not writable"):
         missing.check_writable(0)
+
+
+def test_threads_asking_at_once_share_one_backend(settings, tmp_path, monkeypatch) -> None:
+    """Request threads of a fresh worker ask for the storage together: one backend (one S3
+    client) for all of them. Making one is slowed down here so that they surely overlap
+    (with functools.cache each thread made its own, 15-20 MiB apiece with S3)."""
+    import threading
+    import time
+
+    from mirror import storage
+
+    settings.AWS_STORAGE_BUCKET_NAME = ""
+    settings.MIRROR_STORAGE_DIR = tmp_path
+    real = storage._make
+    made: list[Storage] = []
+
+    def slow_make() -> Storage:
+        time.sleep(0.05)
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(storage, "_make", slow_make)
+    storage.forget()
+    start = threading.Barrier(16)
+    got: list[Storage] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(storage.get_storage())
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        storage.forget()
+    assert len(made) == 1 and len(got) == 16 and all(s is made[0] for s in got)
