@@ -95,7 +95,7 @@ def main() -> None:
                     if opts.profile and peer == "mirror" and r == 0:
                         spy = _profiler(p.mirror_pid, opts.profile, 60)
                     url = f"{urls[peer]}/v2/bench/cold{r}/blobs/{digest}"
-                    b = _big_pull(p, peer, url, digest)
+                    b = _big_pull(p, peer, url, digest, layout.blob_sizes[digest])
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(30)

@@ -199,6 +199,7 @@ def big_zip(g: GoPeers) -> ZipPull:
         digest,
         lambda: rss.gunicorn_pids(g.mirror_pid),
         lambda: sum(path in line for line in g.nginx.access_log()[seen:]),
+        g.big.size,
     )
     settle()
     direct = fetch(g.nginx.url + path, timeout=900)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,9 +31,24 @@ def _largest_layer(layout: Layout) -> str:
     return max(layers, key=lambda d: layout.blob_sizes[d])
 
 
-def settle() -> None:
-    """Flush dirty pages, so that writeback left by earlier steps does not slow this one."""
+_SCRATCH = 64 * MIB
+
+
+def settle(recycle: int = 0) -> None:
+    """Flush dirty pages, so that writeback left by earlier steps does not slow this one; then
+    write and delete `recycle` bytes of scratch file, so that the page cache the step will
+    fill lands on memory the machine has used before. On these VMs (Firecracker) the host
+    backs guest memory on first touch: a page-cache write to memory never touched since boot
+    costs ~2.8 s of kernel time per GiB, to reused memory ~0.2 s (`python3` writing 1 GiB files
+    in 1 MiB writes, 2026-12-02). Which peer happens to meet fresh memory would otherwise
+    decide the cold figures; freed pages are the first the kernel hands out again."""
     os.sync()
+    if recycle <= 0:
+        return
+    block = bytes(_SCRATCH)
+    with tempfile.NamedTemporaryFile(prefix="bench-recycle-") as f:
+        for _ in range(-(-recycle // _SCRATCH)):
+            f.write(block)
 
 
 def upstream_summary(p: Peers) -> str:
@@ -116,8 +132,9 @@ class ColdPulls:
         return statistics.median(self.seconds[peer])
 
 
-def cold_pulls(p: Peers, images: dict[str, list[str]]) -> ColdPulls:
-    """Measure 3: skopeo copy of a fresh image per peer and round; `images[peer][round]`."""
+def cold_pulls(p: Peers, images: dict[str, list[str]], image_bytes: int) -> ColdPulls:
+    """Measure 3: skopeo copy of a fresh image per peer and round; `images[peer][round]`,
+    `image_bytes` each (the peer stores them and skopeo writes them to a folder)."""
     hosts = {
         "direct": p.upstream.host,
         "direct via proxy": p.proxy.host,
@@ -130,7 +147,7 @@ def cold_pulls(p: Peers, images: dict[str, list[str]]) -> ColdPulls:
     for r in range(rounds):
         for peer in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
             host = hosts[peer]
-            settle()
+            settle(recycle=2 * image_bytes)
             p.proxy.reset()
             seconds = skopeo_pull(f"{host}/{images[peer][r]}:latest", p.root / "pull-out")
             out.seconds.setdefault(peer, []).append(seconds)
@@ -194,10 +211,11 @@ def sampled_pull(
     digest: str,
     pids: Callable[[], dict[int, str]],
     upstream_gets: Callable[[], int],
+    size: int,
 ) -> tuple[BigPull, Download]:
-    """GET `url` cold while sampling the RSS and CPU time of the serving processes `pids()`;
-    `upstream_gets()` is asked afterwards how many upstream GETs it caused."""
-    settle()
+    """GET `url` (`size` bytes) cold while sampling the RSS and CPU time of the serving
+    processes `pids()`; `upstream_gets()` is asked afterwards how many upstream GETs it caused."""
+    settle(recycle=2 * size)
     start = pids()
     before = max(rss.rss(pid) or 0 for pid in start)
     cpu = [rss.cpu_times(pid) for pid in start]
@@ -222,13 +240,17 @@ def sampled_pull(
     return b, d
 
 
-def _big_pull(p: Peers, peer: str, url: str, digest: str) -> BigPull:
+def _big_pull(p: Peers, peer: str, url: str, digest: str, size: int) -> BigPull:
     pid_sets: dict[str, Callable[[], dict[int, str]]] = {
         "mirror": lambda: rss.gunicorn_pids(p.mirror_pid),
         "distribution": lambda: {p.dist_pid: "worker"},
     }
+
+    def upstream_gets() -> int:
+        return p.proxy.count("GET", digest)
+
     p.proxy.reset()
-    b, d = sampled_pull(url, digest, pid_sets[peer], lambda: p.proxy.count("GET", digest))
+    b, d = sampled_pull(url, digest, pid_sets[peer], upstream_gets, size)
     say(
         f"  {peer}: {d.size / MIB:.0f} MiB in {b.seconds:.1f}s (last read waited "
         f"{b.last_gap * 1000:.0f} ms), sha256 {'ok' if b.ok else 'WRONG'}, peak RSS "
@@ -249,7 +271,7 @@ def big_pulls(p: Peers, images: list[tuple[str, Layout]]) -> dict[str, list[BigP
         digest = _largest_layer(layout)
         for peer, base in peers if r % 2 == 0 else peers[::-1]:
             url = f"{base}/v2/{name}/blobs/{digest}"
-            b = _big_pull(p, peer, url, digest)
+            b = _big_pull(p, peer, url, digest, layout.blob_sizes[digest])
             b.seq = sum(len(v) for v in out.values())
             out.setdefault(peer, []).append(b)
     return out

@@ -64,9 +64,12 @@ CAVEATS = [
     "above); compare ratios within one run.",
     "- Warm blob throughput of all three servers sits at the loopback/CPU ceiling of this "
     "machine, so ratio 2 is mostly noise around 1.0 once sendfile works.",
-    "- On this VM, writes into the page cache become several times more expensive in the kernel "
-    "once the run has written ~10 GB (perf: `copy_folio_from_iter_atomic`); the cold large-blob "
-    "figures (5c and the CPU split in the details) include that, for both peers.",
+    "- On this VM (Firecracker) the host backs guest memory on first touch: a page-cache write "
+    "into memory not used since boot costs ~14x the kernel time of one into reused memory "
+    "(perf: `copy_folio_from_iter_atomic`; ~2.8 s against ~0.2 s per GiB). So that this does "
+    "not decide the cold figures (3, 5, 7) by which peer meets fresh memory first, the run "
+    "writes and deletes a scratch file of twice the pull's size before each cold pull (the "
+    "kernel hands out freed pages first); the first run after a boot still pays some of it.",
     "- The Go measures (6, 7) run after the OCI ones, whose servers stay up (idle) meanwhile. "
     "nginx is both the mirror's Go upstream and the reference, and the go command shares the "
     "CPUs with both; with ~20 KB modules a `go mod download` from nginx takes a fraction of a "
@@ -197,7 +200,7 @@ def bench(root: Path, stack: ExitStack) -> None:
     blobs = warm_blobs(p, "bench/warm", images.warm, nginx, seconds)
     snapshots.append(_checkpoint(p, "after 2 (warm blobs)"))
     say(f"3/7 cold pulls ({rounds} rounds)")
-    cold = cold_pulls(p, images.cold)
+    cold = cold_pulls(p, images.cold, cold_mib * MIB)
     snapshots.append(_checkpoint(p, "after 3 (cold pulls)"))
     say("4/7 16 concurrent cold GETs")
     herd = stampede(p, images.herd)
