@@ -96,11 +96,13 @@ def post_fork(server: object, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Load every view now (Django imports the URLconf at the first request otherwise), then
-    move all that into the collector's permanent generation (gc.freeze): a full collection
-    of a loaded worker's ~135,000 objects takes ~60 ms, which every few thousand requests
-    landed on one of them as a p99 spike (bench step 8). Frozen objects are never scanned;
-    what requests allocate is collected as before."""
+    """Load the URLconf and the views of the protocols and the admin now (Django imports them
+    at the first request otherwise), then move all that into the collector's permanent
+    generation (gc.freeze): a full collection of a loaded worker's ~135,000 objects takes
+    ~60 ms, which every few thousand requests landed on one of them as a p99 spike (bench
+    step 8). Frozen objects are never scanned; what requests allocate is collected as before.
+    The REST API is left to its first request (config/urls.py): a worker that serves only the
+    protocols never holds it."""
     import gc
 
     from django.urls import get_resolver

@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import URLResolver, path, re_path
+from django.urls.resolvers import RegexPattern
 
-from config import api, observability
+from config import observability
 from config.errors import bad_request, server_error
 from config.frontpage import frontpage
 from goproxy.views import goproxy, sumdb_proxy
@@ -15,7 +16,11 @@ urlpatterns = [
     re_path(r"^v2$", v2),
     path("token", token),  # the OCI token endpoint (registries/auth.py)
     path("admin/", admin.site.urls),
-    *api.urlpatterns,
+    # The REST API (config/api.py), imported by the first request under /api (or the first
+    # reverse()): Django REST framework and the OpenAPI generator are ~20 MiB of a worker's
+    # memory, which workers that only serve the protocols never need. (`include` would import
+    # it now.) Its patterns match what follows "api", from the "/" on.
+    URLResolver(RegexPattern(r"^api"), "config.api"),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", observability.metrics),

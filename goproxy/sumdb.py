@@ -17,9 +17,8 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 
 from mirror.documents import get_document, peek
@@ -29,6 +28,9 @@ from mirror.upstreams import UpstreamInfo, upstreams_of_kind
 
 from . import keys, tlog
 from .paths import escape
+
+if TYPE_CHECKING:  # cryptography is imported by the first key parsed (~7 MiB of a worker)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 # How long answers are reused: the signed tree head briefly, lookups for a day, tiles (which
 # never change once verified) for ten years, or an hour for partial ones (superseded soon).
@@ -73,6 +75,8 @@ class VerifierKey:
             raise ValueError("verifier key is not an Ed25519 key")
         if int.from_bytes(hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]) != key_hash:
             raise ValueError("verifier key hash does not match its name and key")
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         return cls(name, key_hash, Ed25519PublicKey.from_public_bytes(raw[1:]))
 
 
@@ -82,6 +86,8 @@ def verify_note(note: bytes, key: VerifierKey) -> bytes:
     if split < 0:
         raise SumdbError("malformed note")
     text, signatures = note[: split + 1], note[split + 2 :]
+    from cryptography.exceptions import InvalidSignature
+
     for line in signatures.decode("utf-8", "replace").splitlines():
         if not line.startswith("\u2014 "):
             continue

@@ -10,8 +10,8 @@ bounded in time (the database's and Redis's connect timeouts, S3's own), so a pr
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -19,6 +19,9 @@ from django.http import HttpRequest, JsonResponse
 
 from .errors import StorageFull
 from .storage import get_storage
+
+if TYPE_CHECKING:  # imported by the first readiness check that pings Redis (~5 MiB)
+    import redis
 
 # Redis (the broker and shared cache) must answer a PING within this many seconds.
 REDIS_TIMEOUT = 2.0
@@ -59,6 +62,8 @@ class _Broker:
     def ping(self) -> None:
         with self._lock:
             if self._client is None:
+                import redis
+
                 self._client = redis.Redis.from_url(
                     settings.REDIS_URL,
                     socket_connect_timeout=REDIS_TIMEOUT,
