@@ -69,6 +69,16 @@ MIDDLEWARE = [
     # Innermost: a database or storage outage the view left unanswered is a 503.
     "config.middleware.OutageAnswers",
 ]
+# The protocols' and the probes' stack (config/wsgi.py picks it by path): the above without
+# what only the admin, the API and the front page use (static files, sessions, CSRF,
+# authentication, messages). CommonMiddleware stays: it sets Content-Length.
+PROTOCOL_MIDDLEWARE = [
+    "config.observability.observe",
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.site_rules",
+    "django.middleware.common.CommonMiddleware",
+    "config.middleware.OutageAnswers",
+]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
