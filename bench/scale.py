@@ -16,7 +16,7 @@ manifest by tag, a Go `.info`, and a `/v2/_catalog?n=100` page (the first one, a
 into the list via `last=`); and, alternating, the time of `manage.py sweep_fills`'s work in
 process. Each figure is the median over rounds; the ratio big/small is the cost growth.
 
-Knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (3), BENCH_SCALE_SECONDS (wrk seconds
+Knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (5), BENCH_SCALE_SECONDS (wrk seconds
 per measure and round, 3), BENCH_SCALE_DATABASES (`sqlite,postgresql`).
 """
 
@@ -540,7 +540,7 @@ def measure_engine(root: Path, engine: str, big: int, rounds: int, seconds: int)
 def scale(root: Path) -> list[EngineFigures]:
     """The scale step on each engine named in BENCH_SCALE_DATABASES."""
     big = _env_int("BENCH_SCALE_OBJECTS", 1_000_000)
-    rounds = _env_int("BENCH_SCALE_ROUNDS", 3)
+    rounds = _env_int("BENCH_SCALE_ROUNDS", 5)
     seconds = _env_int("BENCH_SCALE_SECONDS", 3)
     engines = (os.environ.get("BENCH_SCALE_DATABASES") or "sqlite,postgresql").split(",")
     return [measure_engine(root, e.strip(), big, rounds, seconds) for e in engines if e.strip()]
