@@ -13,7 +13,8 @@ year: a warm hit that contacted it would fail, and wrk counts that as an error.
 Measured on both instances at once, one wrk against each (so that the load of this shared
 machine falls on both alike), in rounds: latency p50/p99 with one connection of a blob GET, a
 manifest by tag, a Go `.info`, and a `/v2/_catalog?n=100` page (the first one, and one 90 %
-into the list via `last=`); and, alternating, the time of `manage.py sweep_fills`'s work in
+into the list via `last=`, or as deep as still leaves a full page: both sizes answer 100
+names); and, alternating, the time of `manage.py sweep_fills`'s work in
 process. Each figure is the median over rounds; the ratio big/small is the cost growth.
 
 Knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (5), BENCH_SCALE_SECONDS (wrk seconds
@@ -468,7 +469,8 @@ def _urls(inst: Instance) -> dict[str, tuple[str, dict[str, str], int]]:
     """Measure -> (URL, headers, wrk connections): one, so that latency is the request's
     own, not time queued behind the others of wrk."""
     names = client_names(Plan(inst.objects))
-    deep = names[len(names) * 9 // 10]
+    # A full page at both sizes: 90 % into the small list leaves only 25 names.
+    deep = names[min(len(names) * 9 // 10, len(names) - PAGE - 1)]
     base = inst.server.url
     return {
         "blob": (base + inst.paths["blob"], {}, 1),
