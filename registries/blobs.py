@@ -39,21 +39,32 @@ def _ask(route: Route, digest: str) -> int | None:
     return int(length) if length.isascii() and length.isdigit() else None
 
 
+def _confirm(route: Route, digest: str) -> None:
+    """Have the upstream confirm the blob under this name (a HEAD, once for concurrent
+    callers); UpstreamNotFound if it does not have it there."""
+    singleflight.once(
+        f"oci-confirm:{route.upstream.id}:{route.repository}:blob:{digest}",
+        lambda: _ask(route, digest),
+        recheck=lambda: links.is_linked(route, digest, BLOB) or None,
+    )
+
+
 def get_blob(route: Route, digest: str) -> fill.Content:
     """The blob's content, filling it from the upstream on a miss.
+
+    Content is served under a name only once the upstream confirmed the name has it: a 200
+    to our own GET of it under the name (a cold miss: no HEAD first, one round trip less),
+    else a HEAD (the blob came from storage or from a fill someone else started, perhaps
+    for another name).
 
     Raises:
         UpstreamNotFound: the upstream does not have it under this name.
     """
-    if not links.is_linked(route, digest, BLOB):
-        singleflight.once(
-            f"oci-confirm:{route.upstream.id}:{route.repository}:blob:{digest}",
-            lambda: _ask(route, digest),
-            recheck=lambda: links.is_linked(route, digest, BLOB) or None,
-        )
-    key = storage_key(digest)
+    linked = links.is_linked(route, digest, BLOB)
+    fetched = False
 
     def fetch() -> fill.Source:
+        nonlocal fetched
         response = client_for(route.upstream).send(
             "GET",
             _path(route, digest),
@@ -61,14 +72,23 @@ def get_blob(route: Route, digest: str) -> fill.Content:
             scope=_scope(route),
             metadata=False,
         )
+        try:
+            links.link(route, [(digest, BLOB)])  # the 200 confirms the name
+        except BaseException:
+            response.close()
+            raise
+        fetched = True
         return stream_source(response)
 
+    key = storage_key(digest)
     content = fill.get(
         key,
         fetch=fetch,
         verifier=lambda: DigestVerifier(digest),
         upstream_id=route.upstream.id,
     )
+    if not linked and not fetched:
+        _confirm(route, digest)
     stats.record(
         "mirror.StoredObject", key=key, count_field="access_count", last_field="last_access"
     )
