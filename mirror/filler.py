@@ -7,7 +7,10 @@ store thread that writes it to storage; it commits only if the verifier accepts 
 body. Readers (`LocalFollower`) take recent blocks from memory, older ones from the spool
 file, so a client that leaves stops nothing, until no client has read for
 MIRROR_FILL_ABANDON_SECONDS. Storing runs beside the upstream read, not in its way: a slow
-disk or an S3 part upload holds the upstream back only once UNSTORED_BYTES wait for it.
+disk holds the upstream back only once UNSTORED_BYTES wait for it. Storage without a local
+file of its own (S3) is fed from the spool by an upload thread of its own, as the spool grows:
+its part uploads hold back neither the upstream read nor the readers, who get the last bytes
+once the body is verified; the commit follows the last part.
 
 Small objects (a Content-Length under MIRROR_SMALL_OBJECT_BYTES) take a short path in the
 request that missed: read into memory, verified, committed, then served from memory; no
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import queue
 import tempfile
 import threading
@@ -156,7 +160,8 @@ class Fill:
         self.verified = False
         self.error: MirrorError | None = None
         self.written = 0  # bytes handed to readers (hashed; in memory or stored)
-        self.stored = 0  # of which the storage writer (and spool) have
+        self.stored = 0  # of which the storage writer has (or, for S3, the spool)
+        self.uploaded = 0  # S3: of which the upload thread gave the storage writer
         self.size: int | None = None
         # Readers reading now, and since when none has (the abandon budget).
         self.readers = 0
@@ -171,6 +176,10 @@ class Fill:
         # The store thread's work (None: no more) and its failure, if any.
         self._blocks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._store_error: BaseException | None = None
+        self._stored_all = False  # the store thread is done: `stored` is final
+        # The upload thread's failure, and the copy's order to stop it (the fill failed).
+        self._upload_error: BaseException | None = None
+        self._stop_upload = False
         # The whole body of a small object (the short path), once verified.
         self.memory: bytes | None = None
 
@@ -231,6 +240,12 @@ class Fill:
         error: MirrorError | None = None
         store = threading.Thread(target=self._store, name=f"store {self.key[:40]}", daemon=True)
         store.start()
+        upload = None
+        if self._spool_file is not None:  # the writer has no local file: fed from the spool
+            upload = threading.Thread(
+                target=self._upload, name=f"upload {self.key[:40]}", daemon=True
+            )
+            upload.start()
         try:
             try:
                 self._stream(source)
@@ -240,11 +255,16 @@ class Fill:
             if self._store_error is not None:
                 raise self._store_error
             self._verify()
-            self._commit()
+            self._commit(upload)
         except BaseException as e:
             error = _as_error(e, self.key)
             log.warning("fill of %s failed: %s", self.key, error)
         finally:
+            if upload is not None:  # before the writer is aborted: it may be uploading a part
+                with self.cond:
+                    self._stop_upload = True
+                    self.cond.notify_all()
+                upload.join()
             self._end(source, error)
             _best_effort("close its database connection", self.key, connection.close)
 
@@ -311,14 +331,16 @@ class Fill:
         self._blocks.put(block)
 
     def _store(self) -> None:
-        """The store thread: write each block to storage (and the spool), in order, until
-        told there are no more; after a failure only count them (the fill then fails)."""
+        """The store thread: write each block to storage (for S3, to the spool, which the
+        upload thread sends on), in order, until told there are no more; after a failure only
+        count them (the fill then fails)."""
         assert self.writer is not None
         while (block := self._blocks.get()) is not None:
             if self._store_error is None:
                 try:
-                    self.writer.write(block)
-                    if self._spool_file is not None:
+                    if self._spool_file is None:
+                        self.writer.write(block)
+                    else:
                         _write_all(self._spool_file, block)
                 except BaseException as e:
                     self._store_error = e
@@ -330,16 +352,77 @@ class Fill:
                         break
                     self.recent.popleft()
                 self.cond.notify_all()
+        with self.cond:
+            self._stored_all = True
+            self.cond.notify_all()
+
+    def _upload(self) -> None:
+        """The upload thread (storage without a local file): give the storage writer the
+        spool's bytes as they are stored there, until all are (or the copy says stop)."""
+        assert self.writer is not None and self.spool is not None
+        try:
+            with open(self.spool, "rb", buffering=0) as spool:
+                while True:
+                    with self.cond:
+                        self.cond.wait_for(
+                            lambda: (
+                                self.stored > self.uploaded or self._stored_all or self._stop_upload
+                            )
+                        )
+                        if self._stop_upload:
+                            return
+                        end, last = self.stored, self._stored_all
+                    while self.uploaded < end:
+                        size = min(BLOCK, end - self.uploaded)
+                        data = os.pread(spool.fileno(), size, self.uploaded)
+                        if not data:
+                            raise OSError(errno.EIO, "the spool is shorter than stored")
+                        self.writer.write(data)
+                        with self.cond:
+                            self.uploaded += len(data)
+                            self.cond.notify_all()
+                    if last:
+                        return
+        except BaseException as e:
+            with self.cond:
+                self._upload_error = e
+                self.cond.notify_all()
+
+    def _uploaded(self) -> None:
+        """Wait until the upload thread gave the writer every byte, renewing the lease the
+        while; its failure is raised, and so is a stall of `wait_seconds()`."""
+        renew_every = settings.MIRROR_FILL_LEASE_SECONDS / 3
+        seen, since = -1, time.monotonic()
+        while True:
+            with self.cond:
+                self.cond.wait_for(
+                    lambda: self.uploaded >= self.written or self._upload_error is not None,
+                    renew_every,
+                )
+                if self._upload_error is not None:
+                    raise self._upload_error
+                if self.uploaded >= self.written:
+                    return
+                uploaded = self.uploaded
+            now = time.monotonic()
+            if uploaded != seen:
+                seen, since = uploaded, now
+            elif now - since > _wait_seconds():
+                raise UpstreamUnavailable(f"{self.key}: storage stalled")
+            self._renew()
 
     def _verify(self) -> None:
         assert self.verifier is not None and self.spool is not None
         self.verifier.verify(self.written, self.spool)
 
-    def _commit(self) -> None:
+    def _commit(self, upload: threading.Thread | None) -> None:
         assert self.writer is not None
-        with self.cond:  # readers may have the last byte now; the commit (fsync) follows
+        with self.cond:  # readers may have the last byte now; storing and the commit follow
             self.state, self.verified = "verified", True
             self.cond.notify_all()
+        if upload is not None:
+            self._uploaded()
+            upload.join()
         self.writer.commit()
         self._index(self.written)
 

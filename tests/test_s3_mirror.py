@@ -13,6 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from tests.conftest import Upstreams, write_config
 from tests.mirror_server import MirrorServer
+from tests.support.faultproxy import FaultProxy
 from tests.support.net import free_port
 from tests.support.s3 import bucket_env
 
@@ -64,3 +65,34 @@ def test_blobs_through_s3(
         assert list((tmp_path / "var/spool").iterdir()) == []  # the fill's spool is gone
     finally:
         server.stop()
+
+
+def test_a_slow_store_holds_back_neither_the_stream_nor_the_client(
+    tmp_path: Path, upstreams: Upstreams, s3_env: dict[str, str]
+) -> None:
+    """Parts go to S3 from the fill's spool behind the stream: with every S3 request held
+    0.5 s (a 24 MiB blob takes three parts), the client has the whole verified body while
+    parts are still on their way; the commit follows them."""
+    with FaultProxy(s3_env["AWS_S3_ENDPOINT_URL"]) as slow:
+        server = MirrorServer(
+            tmp_path / "var",
+            write_config(tmp_path / "mirror.yml", upstreams),
+            **{**s3_env, "AWS_S3_ENDPOINT_URL": slow.url},
+        )
+        server.setup()
+        server.start()
+        try:
+            layout = upstreams.seed("library/slows3:1", layer_sizes=[24 * 1024 * 1024])
+            digest = layout.layer_digests["linux/amd64"][0]
+            slow.requests.clear()
+            slow.delay_per_request = 0.5
+            cold = httpx.get(f"{server.url}/v2/slows3/blobs/{digest}", timeout=60)
+            assert cold.status_code == 200
+            assert hashlib.sha256(cold.content).hexdigest() == digest.split(":")[1]
+            assert slow.count("PUT", "partNumber=") < 3, slow.requests
+            slow.delay_per_request = 0
+            server.wait_committed(f"/v2/slows3/blobs/{digest}")
+            assert slow.count("PUT", "partNumber=") == 3
+            assert slow.count("POST", "uploadId=") == 1  # CompleteMultipartUpload
+        finally:
+            server.stop()

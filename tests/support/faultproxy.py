@@ -225,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if proxy.bearer and not self._bearer_gate():
             return
+        if proxy.delay_per_request > 0:
+            time.sleep(proxy.delay_per_request)
         self._forward()
 
     # -- Docker Hub-like token auth -------------------------------------------------------
@@ -438,6 +440,7 @@ class FaultProxy(Service):
     """Reverse proxy to ``upstream_url`` with request counting and fault injection.
 
     Knobs (settable any time): ``delay_per_chunk`` seconds slept per 64 KiB body chunk;
+    ``delay_per_request`` seconds slept before forwarding each request (a slow server);
     ``corrupt`` flips the middle byte of blob GET bodies; ``status`` (+ ``retry_after``)
     answers every request with that status and ``{"errors":[]}``; ``cut_after`` closes a blob
     GET after that many body bytes; ``hang`` accepts requests and never answers until stop;
@@ -473,6 +476,7 @@ class FaultProxy(Service):
         self.upstream_timeout = upstream_timeout
         # Fault knobs.
         self.delay_per_chunk: float = 0.0
+        self.delay_per_request: float = 0.0
         self.corrupt: bool = False
         self.status: int | None = None
         self.retry_after: int | None = None
