@@ -105,7 +105,7 @@ class S3Writer(Writer):
             Key=self._key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=bytes(self._buffer),
+            Body=self._buffer,  # not a copy: the part is cleared only once it is sent
         )
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
         self._buffer.clear()
