@@ -5,8 +5,8 @@ paths, `/sumdb/`) and the probes (`/healthz`, `/readyz`, `/metrics`) go through 
 middleware stack of settings.PROTOCOL_MIDDLEWARE: their clients carry no session, cookie or
 form, so sessions, CSRF, authentication, messages and static files (whitenoise) would only
 cost time there. Everything else (the admin, the REST API, the front page, static files) goes
-through settings.MIDDLEWARE, the whole stack. Measured with `wrk -c1` on a warm Go `.info`
-(2026-12-02): ~1,400 -> ~1,570 requests/s.
+through settings.MIDDLEWARE, the whole stack. Measured with `wrk -c1` on a warm Go `.info`,
+the two builds side by side (2026-12-02): ~1,257 -> ~1,435 requests/s.
 """
 
 from __future__ import annotations
