@@ -147,10 +147,16 @@ def _fresh(row: CachedDocument, ttl: float, not_found_ttl: float) -> Document | 
 
 
 def _save(namespace: str, key: str, status: int, body: bytes) -> None:
-    CachedDocument.objects.update_or_create(
-        namespace=namespace,
-        key=key,
-        defaults={"status": status, "body": body, "fetched_at": timezone.now()},
+    """One statement: INSERT ... ON CONFLICT (namespace, key) DO UPDATE."""
+    CachedDocument.objects.bulk_create(
+        [
+            CachedDocument(
+                namespace=namespace, key=key, status=status, body=body, fetched_at=timezone.now()
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["namespace", "key"],
+        update_fields=["status", "body", "fetched_at"],
     )
 
 

@@ -8,10 +8,14 @@ of a wrong body, and a small object that fails verification is a clean error ans
 
 Coordination: within a process, followers attach to the `Fill` object, and at most
 MIRROR_MAX_FILLS fills run at once (more wait MIRROR_FILL_QUEUE_SECONDS, then Overloaded);
-across processes and instances, a `FillLease` row elects one filler. Followers on the same
-host tail its spool file; followers on another host (no spool they can read) wait for the
-commit at most `wait_seconds()` (two lease periods), then get UpstreamUnavailable with a
-Retry-After of one lease period: a client retries rather than hangs on a long fill elsewhere.
+across processes and instances, the key's fetch-once lock (mirror/keylocks.py: a file lock
+on SQLite, a lease row on PostgreSQL) elects one filler. A small object is fetched, verified and committed under that lock
+alone; a streamed one takes a `FillLease` row as well before the lock is let go, naming its
+spool file and renewed while it streams. Followers elsewhere poll: they find the object
+committed, or tail the spool when the fill is on their host; followers on another host (no
+spool they can read) wait for the commit at most `wait_seconds()` (two lease periods), then
+get UpstreamUnavailable with a Retry-After of one lease period: a client retries rather than
+hangs on a long fill elsewhere.
 See ../shared/docs/fill-path.md.
 """
 
@@ -26,7 +30,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from . import leases
+from . import keylocks, leases
 from .content import CHUNK, POLL, Content, RemoteFollower, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
 from .errors import (
@@ -38,7 +42,6 @@ from .errors import (
 )
 from .filler import Fill, sweep_spools
 from .metrics import FILLS_IN_PROGRESS
-from .models import FillLease
 from .storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ __all__ = ["CHUNK", "Content", "Source", "Verifier", "get", "stored", "sweep_spo
 class _Fills:
     """The fills running in this process, and the slots that bound how many run at once.
 
-    A slot is taken before claiming a lease and given back when the claim fails or when the
+    A slot is taken before taking the lock and given back when that fails or when the
     fill ends (`Fill`'s `on_end`); a fill in the registry always holds one."""
 
     def __init__(self) -> None:
@@ -167,11 +170,11 @@ def _get(
             return fill.reader()
         if (fill := _fills.admit(key)) is not None:
             return fill.reader()
-        lease = _claim(key, storage)
-        if isinstance(lease, Content):
-            return lease
-        if lease is not None:
-            return _start(key, lease, storage, fetch, verifier, upstream_id, max_size)
+        held = _claim(key, storage)
+        if isinstance(held, Content):
+            return held
+        if held is not None:
+            return _start(key, held, storage, fetch, verifier, upstream_id, max_size)
         if (content := _follow_elsewhere(key, storage, give_up, retake)) is not None:
             return content
         if time.monotonic() > give_up:
@@ -179,47 +182,56 @@ def _get(
         time.sleep(POLL)
 
 
-def _claim(key: str, storage: Storage) -> FillLease | Content | None:
-    """With a slot taken: the lease to fill `key` (the slot then belongs to the fill), or
-    the object another filler committed just before our claim, or None (another filler is
-    at work). Anything but a lease gives the slot back (and the lease, if one was won)."""
-    lease = None
+def _claim(key: str, storage: Storage) -> keylocks.Held | Content | None:
+    """With a slot taken: the fetch-once lock of `key` (the slot then belongs to the fill),
+    or the object another filler committed just before we locked, or None (another filler is
+    at work: one holding the lock, or one streaming under its lease). Anything but the lock
+    gives the slot back (and the lock, if it was taken)."""
+    held = None
     handed_over = False
     try:
         free = storage.free_bytes()
         if free is not None and free < settings.MIRROR_MIN_FREE_BYTES:
             log.error("storage full: %s bytes free, below MIRROR_MIN_FREE_BYTES", free)
             raise StorageFull(f"storage full: {free} bytes free")
-        lease = leases.claim(key)
-        if lease is None:
+        held = keylocks.acquire(lock_key(key))
+        if held is None:
             return None
-        # Another filler may have committed between our look at storage and our claim.
+        # Another filler may have committed between our look at storage and our lock, or
+        # be streaming under its lease (it let the lock go once it held the lease).
         if (content := stored(key)) is not None:
             return content
+        if leases.current(key) is not None:
+            return None
         handed_over = True
-        return lease
+        return held
     finally:
         if not handed_over:
             _fills.give_back()
-            if lease is not None:
+            if held is not None:
                 try:
-                    leases.release(lease)
-                except Exception:  # it expires by itself
-                    log.warning("could not release the lease of %s", key, exc_info=True)
+                    keylocks.release(held)
+                except Exception:  # it ends with its session or process
+                    log.warning("could not release the lock of %s", key, exc_info=True)
+
+
+def lock_key(key: str) -> str:
+    """The fetch-once lock of a fill of `key`."""
+    return f"fill:{key}"
 
 
 def _start(
     key: str,
-    lease: FillLease,
+    held: keylocks.Held,
     storage: Storage,
     fetch: Callable[[], Source],
     verifier: Callable[[], Verifier],
     upstream_id: int | None,
     max_size: int,
 ) -> Content:
-    fill = Fill(key, lease, storage, max_size=max_size, upstream_id=upstream_id, on_end=_fills.end)
+    fill = Fill(key, storage, max_size=max_size, upstream_id=upstream_id, on_end=_fills.end)
     _fills.add(fill)
-    fill.open(fetch, verifier)
+    fill.open(fetch, verifier, held)
     return fill.reader()
 
 

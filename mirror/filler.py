@@ -1,7 +1,8 @@
 """One fill in this process: the upstream copy, its limits, its end, and its local readers.
 
-A fill is opened by the request that missed (`Fill.open`: the upstream answer, the verifier,
-the storage writer, the published lease), then copied by a thread of its own that reads the
+A fill is opened by the request that missed, holding the key's fetch-once lock (`Fill.open`:
+the upstream answer, the verifier, the storage writer, the lease naming its spool, then the
+lock let go), then copied by a thread of its own that reads the
 body into a reused buffer, hashes each block, hands it to the readers (in memory) and to a
 store thread that writes it to storage; it commits only if the verifier accepts the whole
 body. Readers (`LocalFollower`) take recent blocks from memory, older ones from the spool
@@ -13,8 +14,9 @@ its part uploads hold back neither the upstream read nor the readers, who get th
 once the body is verified; the commit follows the last part.
 
 Small objects (a Content-Length under MIRROR_SMALL_OBJECT_BYTES) take a short path in the
-request that missed: read into memory, verified, committed, then served from memory; no
-thread, no spool, no lease renewal, one database write for the commit.
+request that missed: read into memory, verified, committed, then served from memory, under
+the fetch-once lock alone: no thread, no spool, no lease of its own, one database write for
+the commit (and none for the lock on SQLite).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.db import connection
 
-from . import leases, stats
+from . import keylocks, leases, stats
 from .content import Content, LocalFollower, MemoryContent, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
 from .errors import (
@@ -135,21 +137,22 @@ class Fill:
     logged so that none stops the others: release the lease, abort the storage write, close
     and remove the separate spool, close the upstream body. The fill owns the upstream body,
     the storage writer, the separate spool file (backends without a local temporary) and the
-    lease. It owns no reader's file descriptor: each `LocalFollower` opens the spool when its
-    client starts reading and closes it after.
+    lease (a streamed fill's; `open` lets the fetch-once lock go before it returns). It owns
+    no reader's file descriptor: each `LocalFollower` opens the spool when its client starts
+    reading and closes it after.
     """
 
     def __init__(
         self,
         key: str,
-        lease: FillLease,
         storage: Storage,
         *,
         max_size: int,
         upstream_id: int | None,
         on_end: Callable[[Fill], None],
     ) -> None:
-        self.key, self.lease, self.storage = key, lease, storage
+        self.key, self.storage = key, storage
+        self.lease: FillLease | None = None  # a streamed fill's
         self.max_size = max_size  # 0: no limit beyond the upstream's Content-Length
         self.upstream_id = upstream_id
         self._on_end = on_end
@@ -183,9 +186,13 @@ class Fill:
         # The whole body of a small object (the short path), once verified.
         self.memory: bytes | None = None
 
-    def open(self, fetch: Callable[[], Source], verifier: Callable[[], Verifier]) -> None:
-        """Open the upstream and start the copy thread. On failure the fill has ended (its
-        readers woken with the error) and that error is raised."""
+    def open(
+        self, fetch: Callable[[], Source], verifier: Callable[[], Verifier], held: keylocks.Held
+    ) -> None:
+        """Open the upstream and fill a small object, or take the lease and start the copy
+        thread; let the fetch-once lock `held` go (in this thread: on PostgreSQL it is its
+        session's). On failure the fill has ended (its readers woken with the error) and that
+        error is raised."""
         source: Source | None = None
         try:
             source = fetch()
@@ -204,7 +211,12 @@ class Fill:
             if self.spool is None:
                 self.spool = new_spool()
                 self._spool_file = open(self.spool, "xb", buffering=0)  # noqa: SIM115 - closed in _end
-            leases.publish(self.lease, str(self.spool), source.size)
+            self.lease = leases.claim(self.key, str(self.spool), source.size)
+            if self.lease is None:  # only a fill that lost the lock can hold it
+                raise UpstreamUnavailable(
+                    f"another fill of {self.key} started",
+                    retry_after=settings.MIRROR_FILL_LEASE_SECONDS,
+                )
             with self.cond:
                 self.state = "streaming"
                 self.cond.notify_all()
@@ -217,6 +229,8 @@ class Fill:
             if error is e or not isinstance(e, Exception):
                 raise
             raise error from e
+        finally:
+            _best_effort("release the fetch-once lock", self.key, lambda: keylocks.release(held))
 
     def _fill_in_memory(self, source: Source) -> None:
         """The short path: the whole body read in this thread, verified, committed."""
@@ -301,6 +315,7 @@ class Fill:
         unreachable the copy goes on (its bytes go to storage, not the database) and the
         renewal is tried again a third of a lease period later: a short outage costs no
         fill, a long one ends it when its lease turns out taken over."""
+        assert self.lease is not None  # a streamed fill holds one
         try:
             if not leases.renew(self.lease):
                 raise UpstreamUnavailable("fill lease lost")
@@ -431,9 +446,12 @@ class Fill:
         (The write holds no reference to the fill: put off, it keeps no bytes alive.)"""
         key, upstream_id = self.key, self.upstream_id
 
-        def write() -> None:
-            StoredObject.objects.update_or_create(
-                key=key, defaults={"size": size, "upstream_id": upstream_id}
+        def write() -> None:  # one statement: INSERT ... ON CONFLICT (key) DO UPDATE
+            StoredObject.objects.bulk_create(
+                [StoredObject(key=key, size=size, upstream_id=upstream_id)],
+                update_conflicts=True,
+                unique_fields=["key"],
+                update_fields=["size", "upstream"],
             )
 
         _write_or_put_off("index the stored object", key, write)
@@ -449,8 +467,8 @@ class Fill:
                     self.size = self.written
                 self.cond.notify_all()
         # Best-effort from here on, the lease first: whoever waits for it may fill at once.
-        lease = self.lease
-        _write_or_put_off("release the lease", self.key, lambda: leases.release(lease))
+        if (lease := self.lease) is not None:
+            _write_or_put_off("release the lease", self.key, lambda: leases.release(lease))
         if error is not None and self.writer is not None:
             _best_effort("abort the storage write", self.key, self.writer.abort)
         if self._spool_file is not None:

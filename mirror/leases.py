@@ -41,19 +41,22 @@ def is_local(lease: FillLease) -> bool:
     return lease.owner.split(":", 1)[0] == HOST
 
 
-def claim(key: str) -> FillLease | None:
+def claim(key: str, spool_path: str = "", size: int | None = None) -> FillLease | None:
     """Become the filler of `key`, or None when a live lease is held by someone else.
 
-    The row returned names the lease (`pk`, `key`, `owner`: what renew, publish and release
-    use); its `expires_at` is the database's and is not read back (one query fewer per
-    miss)."""
+    `spool_path` tells followers on this host where the bytes can be read as they arrive,
+    `size` how many to expect. The row returned names the lease (`pk`, `key`, `owner`: what
+    renew and release use); its `expires_at` is the database's and is not read back (one
+    query fewer per fill)."""
     owner = new_owner()
     try:
         with transaction.atomic():
-            lease = FillLease.objects.create(key=key, owner=owner, expires_at=_expiry())
+            lease = FillLease.objects.create(
+                key=key, owner=owner, expires_at=_expiry(), spool_path=spool_path, size=size
+            )
     except IntegrityError:
         taken = FillLease.objects.filter(key=key, expires_at__lt=Now()).update(
-            owner=owner, expires_at=_expiry(), spool_path="", size=None
+            owner=owner, expires_at=_expiry(), spool_path=spool_path, size=size
         )
         if not taken:
             return None
@@ -66,13 +69,6 @@ def renew(lease: FillLease) -> bool:
     """Extend the lease; False if it was lost (expired and taken over)."""
     return bool(
         FillLease.objects.filter(pk=lease.pk, owner=lease.owner).update(expires_at=_expiry())
-    )
-
-
-def publish(lease: FillLease, spool_path: str, size: int | None) -> None:
-    """Tell followers where the bytes can be read as they arrive, and how many to expect."""
-    FillLease.objects.filter(pk=lease.pk, owner=lease.owner).update(
-        spool_path=spool_path, size=size, expires_at=_expiry()
     )
 
 

@@ -6,11 +6,12 @@ lookup. The key names the thing asked (upstream, name, kind[, media type]), not 
 
 - In this process, the first caller (the leader) runs `fetch`; the others wait for it and get
   its result or its exception.
-- Across processes and instances, the leader holds a fill lease on `once:<key>` (the same
-  table as the fill's). A caller in another process that finds the lease taken waits for it
-  to end, then calls `recheck()`, which reads what the leader stored (None: not there, for
-  example because the leader failed); only then does it fetch itself. A caller that wins the
-  lease calls `recheck()` once too: a leader may have finished between its look and its claim.
+- Across processes and instances, the leader holds the fetch-once lock of the key
+  (mirror/keylocks.py). A caller in another process that finds it taken
+  polls: it calls `recheck()`, which reads what the leader stored (None: not there yet, or the
+  leader failed), and tries the lock again; only with the lock does it fetch itself. A caller
+  that takes the lock calls `recheck()` once too: a leader may have finished between its look
+  and its lock.
 
 Every wait is bounded: a leader that outlives `content.wait_seconds()` (two lease periods,
 as for fills) stops being waited for, and the caller fetches on its own.
@@ -18,14 +19,13 @@ as for fills) stops being waited for, and the caller fetches on its own.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import leases
+from . import keylocks
 from .content import wait_seconds
 from .errors import UpstreamUnavailable
 
@@ -76,43 +76,28 @@ def once(key: str, fetch: Callable[[], T], *, recheck: Callable[[], T | None] | 
         flight.done.set()
 
 
-def _lease_key(key: str) -> str:
-    """Lease keys are at most 512 characters: long keys are named by their hash."""
-    key = f"once:{key}"
-    return key if len(key) <= 200 else f"once:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
 def _lead(key: str, fetch: Callable[[], T], recheck: Callable[[], T | None] | None) -> T:
-    """Run `fetch` under the cross-process lease, or take what another process stored."""
-    lease_key = _lease_key(key)
+    """Run `fetch` under the cross-process lock, or take what another process stored."""
     give_up = time.monotonic() + wait_seconds()
     while True:
         try:
-            lease = leases.claim(lease_key)
-        except Exception:  # the database is briefly unavailable: fetch uncoordinated
-            log.warning("fetch-once lease for %s unavailable; fetching anyway", key[:200])
+            held = keylocks.acquire(key)
+        except Exception:  # the locks cannot be reached: fetch uncoordinated
+            log.warning("fetch-once lock for %s unavailable; fetching anyway", key[:200])
             return fetch()
-        if lease is not None:
+        if held is not None:
             try:
-                # Another process may have stored it between our look and our claim.
+                # Another process may have stored it between our look and our lock.
                 if recheck is not None and (stored := recheck()) is not None:
                     return stored
                 return fetch()
             finally:
                 try:
-                    leases.release(lease)
-                except Exception:  # it expires by itself; the fetch's answer still counts
-                    log.warning("releasing the fetch-once lease of %s failed", key[:200])
-        while time.monotonic() < give_up and _held(lease_key):
-            time.sleep(POLL)
+                    keylocks.release(held)
+                except Exception:  # it ends with the session or process anyway
+                    log.warning("releasing the fetch-once lock of %s failed", key[:200])
+        time.sleep(POLL)
         if recheck is not None and (stored := recheck()) is not None:
             return stored
         if time.monotonic() >= give_up:
             return fetch()
-
-
-def _held(lease_key: str) -> bool:
-    try:
-        return leases.current(lease_key) is not None
-    except Exception:
-        return False

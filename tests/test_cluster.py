@@ -95,6 +95,33 @@ def test_concurrent_cold_requests_fetch_once(world: World) -> None:
     assert hub.count("GET", f"/blobs/{digest}") == 1
 
 
+ONCE = Module("example.com/once", "v1.0.0")
+
+
+def test_concurrent_cold_small_things_fetch_once(world: World) -> None:
+    """A Go `.info` and `.mod` and a manifest by tag, asked of the three instances at once
+    while the upstreams are slow: one upstream GET each (the fetch-once locks are PostgreSQL
+    lease rows here)."""
+    write_tree(world.tmp / "gotree", [ONCE])
+    world.upstreams.seed("library/oncesmall:1", layer_sizes=[1000])
+    world.go.delay_per_request = world.upstreams.hub.delay_per_request = 0.3
+    world.go.reset()
+    world.upstreams.hub.reset()
+    try:
+        files = [f"/{ONCE.path}/@v/{ONCE.version}.{ext}" for ext in ("info", "mod")]
+        manifest = "/v2/oncesmall/manifests/1"
+        urls = [f"{s.url}{path}" for s in world.servers * 6 for path in [*files, manifest]]
+        bodies = get_together(urls)
+    finally:
+        world.go.delay_per_request = world.upstreams.hub.delay_per_request = 0.0
+    for path, expected in zip(files, [ONCE.info_bytes(), ONCE.mod_bytes()], strict=True):
+        assert {body for url, body in zip(urls, bodies, strict=True) if url.endswith(path)} == {
+            expected
+        }
+        assert world.go.count("GET", path) == 1
+    assert world.upstreams.hub.count("GET", "/oncesmall/manifests/1") == 1
+
+
 def _get(url: str) -> bytes | Exception:
     """The body, or what went wrong (the killed instance's clients fail)."""
     try:

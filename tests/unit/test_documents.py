@@ -1,5 +1,5 @@
 """TTL documents and fetch-once: concurrent misses cause one fetch, in this process and
-across processes (a lease held by another owner), and failures serve the stale copy."""
+across processes (the fetch-once lock held elsewhere), and failures serve the stale copy."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
-from mirror import leases, singleflight
 from mirror.documents import get_document
 from mirror.errors import UpstreamNotFound, UpstreamUnavailable
 from mirror.models import CachedDocument
+from tests.support.keylocks import held_elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,34 +79,34 @@ def test_not_found_is_shared_and_cached() -> None:
 
 
 def test_another_process_fetching_is_waited_for_then_its_answer_used() -> None:
-    """A lease on the key held by another owner stands for a fetch in another process."""
-    other = leases.claim(singleflight._lease_key("doc:test:x"))
-    assert other is not None
+    """The key's lock held elsewhere stands for a fetch in another process."""
+    with held_elsewhere("doc:test:x") as release:
 
-    def other_process_finishes() -> None:
-        time.sleep(0.3)
-        CachedDocument.objects.create(
-            namespace="test", key="x", status=200, body=b"theirs\n", fetched_at=_minutes_ago(0)
-        )
-        leases.release(other)
-        connection.close()
+        def other_process_finishes() -> None:
+            time.sleep(0.3)
+            CachedDocument.objects.create(
+                namespace="test", key="x", status=200, body=b"theirs\n", fetched_at=_minutes_ago(0)
+            )
+            connection.close()
+            release()
 
-    threading.Thread(target=other_process_finishes).start()
-    fetch = Counting()
-    assert _get(fetch, "x") == (b"theirs\n", "HIT")
-    assert fetch.calls == 0
+        threading.Thread(target=other_process_finishes).start()
+        fetch = Counting()
+        assert _get(fetch, "x") == (b"theirs\n", "HIT")
+        assert fetch.calls == 0
 
 
 def test_another_process_failing_lets_us_fetch() -> None:
-    other = leases.claim(singleflight._lease_key("doc:test:y"))
-    assert other is not None
-    threading.Timer(0.2, lambda: (leases.release(other), connection.close())).start()
-    fetch = Counting(b"ours\n")
-    assert _get(fetch, "y") == (b"ours\n", "MISS")
-    assert fetch.calls == 1
+    with held_elsewhere("doc:test:y") as release:
+        threading.Timer(0.2, release).start()
+        fetch = Counting(b"ours\n")
+        started = time.monotonic()
+        assert _get(fetch, "y") == (b"ours\n", "MISS")
+        assert fetch.calls == 1
+        assert time.monotonic() - started >= 0.2  # not before the other process let go
 
 
-def test_long_keys_fit_the_lease_table() -> None:
+def test_long_keys() -> None:
     fetch = Counting()
     assert _get(fetch, "k" * 1000)[0] == b"v1\n"
 

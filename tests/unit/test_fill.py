@@ -19,7 +19,7 @@ import pytest
 from django.db import OperationalError, connection
 from django.test import RequestFactory
 
-from mirror import fill, leases
+from mirror import fill, keylocks, leases
 from mirror.content import Content
 from mirror.digests import DigestVerifier
 from mirror.errors import (
@@ -182,11 +182,11 @@ def test_abort_failure_still_wakes_readers(store: FaultyStorage) -> None:
     assert _eventually(lambda: store.stat(KEY) is not None and list(store.tmp.iterdir()) == [])
 
 
-def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
-    """Publishing the spool fails: the caller and a follower waiting for the upstream's
-    answer get an error, the upstream body is closed, no temporary is left, and the key
-    is free at once."""
-    _raise_once(monkeypatch, leases, "publish")
+def test_lease_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
+    """Taking the lease of a streamed fill (once the upstream has answered) fails: the caller
+    and a follower waiting for the upstream's answer get an error, the upstream body is
+    closed, no temporary is left, and the key is free at once."""
+    _raise_once(monkeypatch, leases, "claim")
     up = Upstream(DATA)
     up.answering.clear()
     errors: list[BaseException] = []
@@ -213,8 +213,9 @@ def test_publish_failure_ends_the_fill_cleanly(store, monkeypatch) -> None:
     assert _bounded(lambda: _fetch_and_read(Upstream(DATA))) == ("MISS", DATA)
 
 
-def test_database_down_at_claim_is_a_clean_error(store, monkeypatch) -> None:
-    _raise_once(monkeypatch, leases, "claim")
+def test_database_down_before_the_fill_is_a_clean_error(store, monkeypatch) -> None:
+    """The look for a lease elsewhere, once the lock is ours, fails: no upstream request."""
+    _raise_once(monkeypatch, leases, "current")
     up = Upstream(DATA)
     with pytest.raises(DatabaseUnavailable) as caught:
         _bounded(lambda: _get(up))
@@ -270,7 +271,9 @@ def test_same_host_follower_of_a_stalled_spool_gives_up(store, tmp_path) -> None
     spool = tmp_path / "spool-of-another-process"
     spool.write_bytes(DATA[:100_000])
     _foreign_lease(KEY, f"{leases.HOST}:1:abc", str(spool))
-    content = _bounded(lambda: _get(Upstream(DATA)))
+    up = Upstream(DATA)
+    content = _bounded(lambda: _get(up))
+    assert up.fetches == 0  # the lock was free; the lease elsewhere is followed, not repeated
     with pytest.raises(UpstreamUnavailable, match="stalled"):
         _bounded(lambda: _read(content))
 
@@ -307,22 +310,25 @@ def test_unsatisfiable_range_during_a_fill_opens_no_descriptor(
     assert _eventually(lambda: not _open_under(tmp_path), 3), _open_under(tmp_path)
 
 
-def test_claim_rechecks_the_cache(store, monkeypatch) -> None:
-    """Another instance commits between our look at storage and our claim: we serve its
+def test_lock_rechecks_the_cache(store, monkeypatch) -> None:
+    """Another instance commits between our look at storage and our lock: we serve its
     object and never go upstream."""
-    real_claim = leases.claim
+    real_acquire = keylocks.acquire
 
-    def claim_after_commit(key: str):
-        writer = store.inner.writer(key)
+    def acquire_after_commit(key: str):
+        writer = store.inner.writer(KEY)
         writer.write(DATA)
         writer.commit()
-        return real_claim(key)
+        return real_acquire(key)
 
-    monkeypatch.setattr(leases, "claim", claim_after_commit)
+    monkeypatch.setattr(keylocks, "acquire", acquire_after_commit)
     up = Upstream(DATA)
     assert _bounded(lambda: _fetch_and_read(up)) == ("HIT", DATA)
     assert up.fetches == 0
-    assert leases.current(KEY) is None
+    monkeypatch.undo()
+    mine = keylocks.acquire(fill.lock_key(KEY))  # the lock was let go
+    assert mine is not None
+    keylocks.release(mine)
 
 
 def test_body_longer_than_announced_is_refused(store: FaultyStorage) -> None:

@@ -38,10 +38,9 @@ def test_expired_lease_is_taken_over(settings) -> None:
     assert leases.current(KEY) == taker
 
 
-def test_publish_and_renew() -> None:
-    lease = leases.claim(KEY)
+def test_claim_names_the_spool_and_renew() -> None:
+    lease = leases.claim(KEY, "/spool/file", 1234)
     assert lease is not None
-    leases.publish(lease, "/spool/file", 1234)
     current = leases.current(KEY)
     assert current is not None and (current.spool_path, current.size) == ("/spool/file", 1234)
     assert leases.renew(lease)
