@@ -9,13 +9,13 @@ of a wrong body, and a small object that fails verification is a clean error ans
 Coordination: within a process, followers attach to the `Fill` object, and at most
 MIRROR_MAX_FILLS fills run at once (more wait MIRROR_FILL_QUEUE_SECONDS, then Overloaded);
 across processes and instances, the key's fetch-once lock (mirror/keylocks.py: a file lock
-on SQLite, a lease row on PostgreSQL) elects one filler. A small object is fetched, verified and committed under that lock
-alone; a streamed one takes a `FillLease` row as well before the lock is let go, naming its
-spool file and renewed while it streams. Followers elsewhere poll: they find the object
-committed, or tail the spool when the fill is on their host; followers on another host (no
-spool they can read) wait for the commit at most `wait_seconds()` (two lease periods), then
-get UpstreamUnavailable with a Retry-After of one lease period: a client retries rather than
-hangs on a long fill elsewhere.
+on SQLite, a lease row on PostgreSQL) elects one filler. A small object is fetched, verified
+and committed under that lock alone; a streamed one takes a `FillLease` row as well before
+the lock is let go, naming its spool file and renewed while it streams. Followers elsewhere
+poll: they find the object committed, or tail the spool when the fill is on their host;
+followers on another host (no spool they can read) wait for the commit at most
+`wait_seconds()` (two lease periods), then get UpstreamUnavailable with a Retry-After of one
+lease period: a client retries rather than hangs on a long fill elsewhere.
 See ../shared/docs/fill-path.md.
 """
 

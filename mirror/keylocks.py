@@ -100,19 +100,16 @@ def _file_lock(fd: int, name: int, kind: int) -> bool:
 
 
 class _LockFile:
-    """The lock file, opened once per process (after a fork, anew: a child must not share its
-    parent's open file description, and with it the parent's locks)."""
+    """The lock file, opened once per process."""
 
     def __init__(self) -> None:
         self._fd: int | None = None
-        self._pid = 0
         self._mutex = threading.Lock()
 
     def fd(self) -> int:
         with self._mutex:
-            if self._fd is None or self._pid != os.getpid():
+            if self._fd is None:
                 self._fd = os.open(_lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                self._pid = os.getpid()
             return self._fd
 
 
@@ -128,3 +125,13 @@ def _lock_path() -> Path:
 _lock_file = _LockFile()
 _held_here: set[int] = set()
 _here_mutex = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child holds none of its parent's locks: it must neither share the parent's
+    open file description (and with it the parent's locks) nor believe it holds them."""
+    global _lock_file, _held_here, _here_mutex
+    _lock_file, _held_here, _here_mutex = _LockFile(), set(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -3,9 +3,11 @@ is killed. (On PostgreSQL, lease rows: tests/test_cluster.py's fetch-once tests.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -62,3 +64,27 @@ _HOLD = textwrap.dedent(
     time.sleep(60)
     """
 )
+
+
+def test_a_forked_child_holds_none_of_its_parents_locks() -> None:
+    """A worker forked while its parent holds a lock (a Celery or gunicorn master) starts
+    with none: the parent's lock is someone else's to it, and free once the parent lets go."""
+    ours = keylocks.acquire("f")
+    assert ours is not None
+    from_parent, to_child = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            held_elsewhere = keylocks.acquire("f") is None
+            os.read(from_parent, 1)  # the parent let go
+            code = 0 if held_elsewhere and keylocks.acquire("f") is not None else 2
+        finally:
+            os._exit(code)
+    time.sleep(0.2)
+    keylocks.release(ours)
+    os.write(to_child, b"x")
+    _, status = os.waitpid(pid, 0)
+    os.close(from_parent)
+    os.close(to_child)
+    assert os.waitstatus_to_exitcode(status) == 0
