@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from mirror import fill, stats
+from mirror import fill, rows, stats
 from mirror.documents import Document, get_document, get_immutable
 from mirror.errors import (
     DigestMismatch,
@@ -211,6 +211,8 @@ def zip_file(module: str, version: str, *, count: bool = True) -> fill.Content:
 def _index(module: str, version: str, size: int | None) -> None:
     """Record a newly fetched version for the admin (and its download counts): one
     INSERT, which leaves a row already there (another process's) as it is."""
-    ModuleVersion.objects.bulk_create(
-        [ModuleVersion(module=module, version=version, zip_size=size)], ignore_conflicts=True
+    rows.insert(
+        ModuleVersion,
+        {"module": module, "version": version, "zip_size": size},
+        conflict=("module", "version"),
     )

@@ -21,7 +21,7 @@ from functools import cache
 from django.db import connection
 from django.utils import timezone
 
-from . import singleflight
+from . import rows, singleflight
 from .errors import UpstreamError, UpstreamNotFound
 from .models import CachedDocument
 
@@ -96,9 +96,10 @@ def get_immutable(namespace: str, key: str, fetch: Callable[[], bytes]) -> Docum
     def miss() -> Document:
         body = fetch()
         # One write; a row already there (another instance's) holds the same verified answer.
-        CachedDocument.objects.bulk_create(
-            [CachedDocument(namespace=namespace, key=key, body=body, fetched_at=timezone.now())],
-            ignore_conflicts=True,
+        rows.insert(
+            CachedDocument,
+            {"namespace": namespace, "key": key, "body": body, "fetched_at": timezone.now()},
+            conflict=("namespace", "key"),
         )
         return Document(body, "MISS")
 
@@ -147,16 +148,17 @@ def _fresh(row: CachedDocument, ttl: float, not_found_ttl: float) -> Document | 
 
 
 def _save(namespace: str, key: str, status: int, body: bytes) -> None:
-    """One statement: INSERT ... ON CONFLICT (namespace, key) DO UPDATE."""
-    CachedDocument.objects.bulk_create(
-        [
-            CachedDocument(
-                namespace=namespace, key=key, status=status, body=body, fetched_at=timezone.now()
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["namespace", "key"],
-        update_fields=["status", "body", "fetched_at"],
+    rows.insert(
+        CachedDocument,
+        {
+            "namespace": namespace,
+            "key": key,
+            "status": status,
+            "body": body,
+            "fetched_at": timezone.now(),
+        },
+        conflict=("namespace", "key"),
+        update=("status", "body", "fetched_at"),
     )
 
 

@@ -38,7 +38,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.db import connection
 
-from . import keylocks, leases, stats
+from . import keylocks, leases, rows, stats
 from .content import Content, LocalFollower, MemoryContent, Source, StoredContent, Verifier
 from .content import wait_seconds as _wait_seconds
 from .errors import (
@@ -446,12 +446,12 @@ class Fill:
         (The write holds no reference to the fill: put off, it keeps no bytes alive.)"""
         key, upstream_id = self.key, self.upstream_id
 
-        def write() -> None:  # one statement: INSERT ... ON CONFLICT (key) DO UPDATE
-            StoredObject.objects.bulk_create(
-                [StoredObject(key=key, size=size, upstream_id=upstream_id)],
-                update_conflicts=True,
-                unique_fields=["key"],
-                update_fields=["size", "upstream"],
+        def write() -> None:
+            rows.insert(
+                StoredObject,
+                {"key": key, "size": size, "upstream_id": upstream_id},
+                conflict=("key",),
+                update=("size", "upstream"),
             )
 
         _write_or_put_off("index the stored object", key, write)

@@ -15,9 +15,10 @@ import datetime as dt
 import os
 import socket
 import uuid
+from functools import cache
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
@@ -77,8 +78,20 @@ def release(lease: FillLease) -> None:
 
 
 def current(key: str) -> FillLease | None:
-    """The live lease on `key`, if any."""
+    """The live lease on `key`, if any. Every miss asks, and there is rarely a row: a
+    statement of our own says so first (the ORM's query, built per call, was most of the
+    cost of a small fill's claim; py-spy, 2026-12-02)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_any_row(), [key])
+        if cursor.fetchone() is None:
+            return None
     return FillLease.objects.filter(key=key, expires_at__gte=Now()).first()
+
+
+@cache
+def _any_row() -> str:
+    quote = connection.ops.quote_name
+    return f"SELECT 1 FROM {quote(FillLease._meta.db_table)} WHERE {quote('key')} = %s"
 
 
 def holder(key: str) -> tuple[str, bool] | None:
