@@ -21,16 +21,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class Counting:
     """A fetch that counts its calls and takes a moment, so that callers overlap."""
 
-    def __init__(self, body: bytes = b"v1\n", error: Exception | None = None) -> None:
+    def __init__(
+        self, body: bytes = b"v1\n", error: Exception | None = None, seconds: float = 0.2
+    ) -> None:
         self.calls = 0
         self.body = body
         self.error = error
+        self.seconds = seconds
         self._lock = threading.Lock()
 
     def __call__(self) -> bytes:
         with self._lock:
             self.calls += 1
-        time.sleep(0.2)
+        time.sleep(self.seconds)
         if self.error is not None:
             raise self.error
         return self.body
@@ -61,7 +64,9 @@ def test_followers_share_the_leaders_failure_and_get_stale() -> None:
     with pytest.raises(UpstreamUnavailable):  # far past stale_max_age
         _get(fetch, "s")
     CachedDocument.objects.filter(key="s").update(fetched_at=_minutes_ago(2))
-    fetch = Counting(error=UpstreamUnavailable("down"))
+    # A failure is not kept: a caller arriving after the leader's end asks again. A slow
+    # leader keeps all ten inside its flight, even on a busy machine.
+    fetch = Counting(error=UpstreamUnavailable("down"), seconds=1.0)
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda _: _get(fetch, "s"), range(10)))
     assert fetch.calls == 1
