@@ -2,16 +2,16 @@
 
 A fill is opened by the request that missed, holding the key's fetch-once lock (`Fill.open`:
 the upstream answer, the verifier, the storage writer, the lease naming its spool, then the
-lock let go), then copied by a thread of its own that reads the
-body into a reused buffer, hashes each block, hands it to the readers (in memory) and to a
-store thread that writes it to storage; it commits only if the verifier accepts the whole
-body. Readers (`LocalFollower`) take recent blocks from memory, older ones from the spool
-file, so a client that leaves stops nothing, until no client has read for
-MIRROR_FILL_ABANDON_SECONDS. Storing runs beside the upstream read, not in its way: a slow
-disk holds the upstream back only once UNSTORED_BYTES wait for it. Storage without a local
-file of its own (S3) is fed from the spool by an upload thread of its own, as the spool grows:
-its part uploads hold back neither the upstream read nor the readers, who get the last bytes
-once the body is verified; the commit follows the last part.
+lock let go), then copied by a thread of its own that reads the body into a reused buffer,
+hashes each block, hands it to the readers (in memory) and to a store thread that writes it to
+storage; it commits only if the verifier accepts the whole body. Readers (`LocalFollower`)
+take recent blocks from memory, older ones from the spool file, so a client that leaves stops
+nothing, until no client has read for MIRROR_FILL_ABANDON_SECONDS. Storing runs beside the
+upstream read, not in its way: a slow disk holds the upstream back only once UNSTORED_BYTES
+wait for it. Storage without a local file of its own (S3) is fed from the spool by an upload
+thread of its own, as the spool grows: its part uploads hold back neither the upstream read
+nor the readers, who get the last bytes once the body is verified; the commit follows the last
+part.
 
 Small objects (a Content-Length under MIRROR_SMALL_OBJECT_BYTES) take a short path in the
 request that missed: read into memory, verified, committed, then served from memory, under

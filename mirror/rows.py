@@ -45,9 +45,7 @@ def _statement(
 ) -> str:
     quote = connection.ops.quote_name
     columns = [f.column for f in _fields(model)]
-    by_name = {f.attname: f.column for f in _fields(model)} | {
-        f.name: f.column for f in _fields(model)
-    }
+    by_name = {name: f.column for f in _fields(model) for name in (f.name, f.attname)}
     target = ", ".join(quote(by_name[name]) for name in conflict)
     if update:
         sets = ", ".join(
