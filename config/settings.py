@@ -112,6 +112,7 @@ if os.environ.get("DATABASE_URL"):
         )
     }
 else:
+    _SQLITE_MMAP_BYTES = int(os.environ.get("DATABASE_SQLITE_MMAP_BYTES", 1 << 30))
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -120,11 +121,18 @@ else:
             # below) per request took a third of a warm manifest request's time.
             "CONN_MAX_AGE": int(os.environ.get("DATABASE_CONN_MAX_AGE", 600)),
             # WAL lets readers proceed while a fill commits; IMMEDIATE avoids lock upgrades
-            # that fail under concurrent writers.
+            # that fail under concurrent writers. mmap: the connections (one per thread) read
+            # the file's pages in place, from the one page cache of the kernel, instead of
+            # each copying the pages it reads into a cache of its own: with 64 connections
+            # taking turns over an index of 1M objects, a `_catalog` page's queries took
+            # 0.21 ms instead of 0.42 ms (1k objects: 0.16 ms either way; 2026-12-02).
             "OPTIONS": {
                 "timeout": 30,
                 "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                    f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES};"
+                ),
             },
         }
     }
