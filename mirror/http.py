@@ -144,6 +144,11 @@ def read_capped(response: httpx.Response, cap: int) -> bytes:
     return bytes(body)
 
 
+# Bodies from this size on are read by RawBody: below it, h11's copies cost less than the new
+# connection that bypassing it takes for the next request.
+RAW_BODY_MIN = 1 << 20
+
+
 class RawBody:
     """The rest of a plain HTTP/1.1 `Content-Length` body, read from its socket straight
     into the caller's buffer (`readinto`).
@@ -153,7 +158,9 @@ class RawBody:
     1.9-2.1 s, against 0.15 CPU s and 0.7-1.3 s for reading the same socket with
     `recv_into`. The request, its redirects, auth and headers still go through httpx; only
     the body's bytes bypass it. The connection is never reused (h11 did not see the body
-    end): closing the response closes it. Reads keep the response's read timeout.
+    end): closing the response closes it, so bodies under RAW_BODY_MIN go through httpx and
+    leave their connection to the next request (to an upstream over TLS, a handshake for
+    every small blob or module zip otherwise). Reads keep the response's read timeout.
     """
 
     def __init__(self, sock: socket.socket, buffered: bytes, remaining: int, timeout: float):
@@ -188,7 +195,8 @@ class RawBody:
     @classmethod
     def of(cls, response: httpx.Response) -> RawBody | None:
         """The raw body of `response`, or None when it is not a plain HTTP/1.1 body of known
-        length on a socket of httpcore's (then read it through httpx)."""
+        length of at least RAW_BODY_MIN bytes on a socket of httpcore's (then read it through
+        httpx)."""
         try:
             # httpx's BoundSyncStream > ResponseStream > httpcore's PoolByteStream >
             # HTTP11ConnectionByteStream > HTTP11Connection (httpx 0.28, httpcore 1.0).
@@ -201,6 +209,8 @@ class RawBody:
         except AttributeError:
             return None
         if type(reader).__name__ != "ContentLengthReader" or not isinstance(sock, socket.socket):
+            return None
+        if reader._remaining < RAW_BODY_MIN:
             return None
         timeout = response.request.extensions.get("timeout", {}).get("read")
         buffered, closed = state.trailing_data

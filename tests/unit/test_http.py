@@ -85,6 +85,10 @@ TOKENS: dict[str, bytes] = {}
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1  # type: ignore[attr-defined]
+
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path == "/token":
@@ -107,6 +111,7 @@ class _Server(ThreadingHTTPServer):
 def upstream() -> Iterator[ThreadingHTTPServer]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.token_answer = b""  # type: ignore[attr-defined]
+    server.connections = 0  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
@@ -258,6 +263,27 @@ def test_a_streamed_body_of_known_length_is_read_from_the_socket(client: Upstrea
         assert _read(source) == bytes(range(256)) * 4096
     finally:
         source.close()
+
+
+def _streamed(client: UpstreamClient, path: str) -> bytes:
+    source = stream_source(client.send("GET", path, metadata=False))
+    try:
+        return _read(source)
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize(("path", "new_connections"), [("/big", 1), ("/blob", 3)])
+def test_only_large_bodies_take_their_connection_with_them(
+    client: UpstreamClient, upstream: ThreadingHTTPServer, path: str, new_connections: int
+) -> None:
+    """A body under RAW_BODY_MIN is read through h11, which sees its end: the connection
+    serves the next request (over TLS, a handshake saved per small object). A larger one is
+    read from the socket past h11, and its connection closed with it."""
+    before = upstream.connections  # type: ignore[attr-defined]
+    bodies = [_streamed(client, path) for _ in range(3)]
+    assert len({*bodies}) == 1 and len(bodies[0]) in (5000, 1 << 20)
+    assert upstream.connections - before == new_connections  # type: ignore[attr-defined]
 
 
 def test_a_chunked_body_is_read_through_httpx(client: UpstreamClient) -> None:
