@@ -30,8 +30,13 @@ class LocalWriter(Writer):
     def commit(self) -> None:
         os.fsync(self._file.fileno())
         self._file.close()
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.spool_path, self.final)
+        try:
+            os.replace(self.spool_path, self.final)
+        except FileNotFoundError:
+            # The first object of its folder (a mkdir before every commit cost 1.6 % of a
+            # cold `go mod download`'s CPU, py-spy).
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.spool_path, self.final)
 
     def abort(self) -> None:
         if not self._file.closed:
