@@ -17,7 +17,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from mirror.content import Content, StoredContent
+from mirror.content import Content, StoredContent, chunks_of
 from mirror.errors import (
     DATABASE_DOWN,
     DigestMismatch,
@@ -163,8 +163,8 @@ def _zip(request: HttpRequest, content: Content) -> HttpResponse:
     small = isinstance(content, StoredContent) and content.size <= SMALL_ZIP
     if not small or content.redirect_url() or request.method == "HEAD":
         return content_response(request, content, CONTENT_TYPES["zip"])
-    with contextlib.closing(content.open()) as stream:
-        body = stream.read(SMALL_ZIP + 1)
+    with contextlib.closing(chunks_of(content)) as chunks:
+        body = b"".join(chunks)  # content.size bytes: fetched anew, no more (mirror/content.py)
     return _immutable(request, body, content.cache, CONTENT_TYPES["zip"])
 
 

@@ -119,17 +119,36 @@ class Content:
 
 
 class StoredContent(Content):
-    def __init__(self, storage: Storage, key: str, size: int, cache: str = "HIT") -> None:
-        self.storage, self.key, self.size, self.cache = storage, key, size, cache
+    """A committed object. `refill` (the fill path's `get` of the key) fetches it anew if it
+    has left storage by the time it is opened."""
 
-    def open(self, start: int = 0, length: int | None = None) -> BinaryIO:
+    def __init__(
+        self,
+        storage: Storage,
+        key: str,
+        size: int,
+        cache: str = "HIT",
+        refill: Callable[[], Content] | None = None,
+    ) -> None:
+        self.storage, self.key, self.size, self.cache = storage, key, size, cache
+        self.refill = refill
+
+    def open(self, start: int = 0, length: int | None = None) -> BinaryIO | Iterator[bytes]:
         try:
             return self.storage.open(self.key, start, length)
         except ObjectNotFound:
-            # Evicted or purged between the look in storage and this open (eviction spares
-            # what was pulled within MIRROR_EVICT_GRACE_SECONDS, so this is rare): asked
-            # again, the object is fetched anew.
-            raise ServiceUnavailable(f"{self.key} left the cache as it was asked", 1) from None
+            # Evicted or purged since the look in storage (by another process, while this
+            # one still knew the object's size: mirror/storage/s3.py): fetched anew, once.
+            # Eviction spares what was pulled within MIRROR_EVICT_GRACE_SECONDS: rare.
+            if self.refill is None:
+                raise ServiceUnavailable(f"{self.key} left the cache as it was asked", 1) from None
+        content = self.refill()
+        if isinstance(content, StoredContent):
+            content.refill = None
+        if content.size != self.size:  # the answer's Content-Length is this size
+            raise ServiceUnavailable(f"{self.key} left the cache as it was asked", 1)
+        self.cache = content.cache
+        return content.open(start, length)
 
     def redirect_url(self) -> str | None:
         return self.storage.presigned_url(self.key) if settings.MIRROR_S3_REDIRECT else None
@@ -322,7 +341,7 @@ class RemoteFollower(SpoolReader):
                     yield data
         except _FillerDied:
             log.warning("the filler of %s died: taking the fill over at byte %d", self.key, pos)
-            yield from _chunks(self._retake(), pos, end)
+            yield from chunks_of(self._retake(), pos, end)
 
     def _readable(self, pos: int, end: int | None) -> int:
         size, grown = -1, time.monotonic()
@@ -351,8 +370,10 @@ class RemoteFollower(SpoolReader):
             time.sleep(POLL)
 
 
-def _chunks(content: Content, start: int, end: int | None) -> Iterator[bytes]:
-    """The bytes of `content` from `start` up to `end` (or its end)."""
+def chunks_of(content: Content, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """The bytes of `content` from `start` up to `end` (or its end), from a file or a fill's
+    reader; closing this generator closes either (a reader left early lets go of the fill,
+    which goes on for others)."""
     length = None if end is None else end - start
     body = content.open(start, length)
     if hasattr(body, "read"):  # a file (files are iterators too: of lines)

@@ -108,11 +108,11 @@ class _Fills:
 _fills = _Fills()
 
 
-def stored(key: str) -> Content | None:
-    """The committed object, or None."""
+def stored(key: str, refill: Callable[[], Content] | None = None) -> Content | None:
+    """The committed object, or None; `refill` fetches it anew if it is gone when opened."""
     storage = get_storage()
     size = storage.stat(key)
-    return None if size is None else StoredContent(storage, key, size)
+    return None if size is None else StoredContent(storage, key, size, refill=refill)
 
 
 def get(
@@ -159,12 +159,13 @@ def _get(
     max_size: int,
 ) -> Content:
     give_up = time.monotonic() + _wait_seconds()
-    # What a follower of a filler that dies does: ask again (claim the fill, or follow).
+    # Asking again (claim the fill, or follow): what a follower of a filler that dies does,
+    # and a hit whose object left storage before it was opened.
     retake = functools.partial(
         get, key, fetch=fetch, verifier=verifier, upstream_id=upstream_id, max_size=max_size
     )
     while True:
-        if (content := stored(key)) is not None:
+        if (content := stored(key, retake)) is not None:
             return content
         if (fill := _fills.find(key)) is not None:
             return fill.reader()

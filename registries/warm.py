@@ -18,14 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Max, Sum
 
-from mirror.content import Content, read_chunks
+from mirror.content import chunks_of
 from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Target
 from mirror.errors import UpstreamNotFound
 from mirror.upstreams import UpstreamInfo, upstreams_of_kind
@@ -363,14 +363,7 @@ class _Warmer:
         if content.cache == "HIT":
             self.progress.add_done(size)
             return
-        with closing(_chunks(content)) as chunks:
+        with closing(chunks_of(content)) as chunks:
             for chunk in chunks:
                 self.progress.add_done(len(chunk))
                 self.progress.check()
-
-
-def _chunks(content: Content) -> Generator[bytes, None, None]:
-    """The chunks of a content, from a file or a fill's reader; closing this generator
-    closes either (a reader left early lets go of the fill, which goes on for others)."""
-    stream = content.open()
-    yield from read_chunks(stream, None) if hasattr(stream, "read") else stream

@@ -144,6 +144,23 @@ def test_miss_streams_then_hits(store: FaultyStorage) -> None:
     assert up.fetches == 1
 
 
+def test_a_hit_whose_object_leaves_storage_before_it_is_opened_is_fetched_anew(
+    store: FaultyStorage,
+) -> None:
+    """Purged or evicted by another process between the look in storage and the open (on
+    S3, while this process still knew its size): the client gets the object, not a 503."""
+    up = Upstream(DATA)
+    assert _bounded(lambda: _fetch_and_read(up)) == ("MISS", DATA)
+    assert _eventually(lambda: store.stat(KEY) == len(DATA) and not fill._fills._fills)
+    hit = _bounded(lambda: _get(up))
+    assert hit.cache == "HIT"
+    store.delete(KEY)
+    up.closed.clear()  # the fake answers again
+    assert _bounded(lambda: _read(hit)) == DATA
+    assert (hit.cache, up.fetches) == ("MISS", 2)
+    assert _eventually(lambda: store.stat(KEY) == len(DATA))
+
+
 def test_release_failure_still_forgets_the_fill(store, monkeypatch) -> None:
     """One database hiccup when releasing the lease of a failed fill: the key is usable
     again once that lease expires (the old code kept the failed fill for ever)."""
