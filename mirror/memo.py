@@ -36,6 +36,10 @@ class Memo:
         with self._lock:
             self._cache[key] = (time.monotonic() + seconds, value)
 
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._cache.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()

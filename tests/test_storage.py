@@ -244,3 +244,42 @@ def test_threads_asking_at_once_share_one_backend(settings, tmp_path, monkeypatc
     finally:
         storage.forget()
     assert len(made) == 1 and len(got) == 16 and all(s is made[0] for s in got)
+
+
+def _heads(storage: S3Storage) -> list[object]:
+    """The HeadObject calls `storage`'s client makes from now on (botocore's event hooks)."""
+    calls: list[object] = []
+    storage._client.meta.events.register(
+        "before-call.s3.HeadObject", lambda **kwargs: calls.append(kwargs)
+    )
+    return calls
+
+
+def test_s3_sizes_are_kept_briefly_and_forgotten_when_the_object_goes(
+    s3_endpoint: str, settings
+) -> None:
+    """A warm hit costs S3 its GET alone (no HEAD) within MIRROR_UPSTREAM_CACHE_SECONDS; an
+    object deleted here is gone at once, one deleted by another process once a GET misses."""
+    settings.MIRROR_UPSTREAM_CACHE_SECONDS = 60
+    bucket = f"memo-{os.urandom(4).hex()}"
+    here, elsewhere = _s3(s3_endpoint, bucket), _s3(s3_endpoint, bucket)
+    heads = _heads(here)
+    _write(here, KEY, [b"x" * 10])
+    assert [here.stat(KEY) for _ in range(3)] == [10, 10, 10] and len(heads) == 1
+    elsewhere.delete(KEY)
+    assert here.stat(KEY) == 10  # not asked again yet
+    with pytest.raises(ObjectNotFound):
+        here.open(KEY)
+    assert here.stat(KEY) is None and len(heads) == 2
+    _write(here, KEY, [b"y" * 4])
+    assert here.stat(KEY) == 4
+    here.delete(KEY)
+    assert here.stat(KEY) is None and len(heads) == 4
+
+
+def test_s3_sizes_are_not_kept_without_a_cache_time(s3_endpoint: str, settings) -> None:
+    settings.MIRROR_UPSTREAM_CACHE_SECONDS = 0
+    storage = _s3(s3_endpoint, f"memo-{os.urandom(4).hex()}")
+    heads = _heads(storage)
+    _write(storage, KEY, [b"x"])
+    assert [storage.stat(KEY) for _ in range(2)] == [1, 1] and len(heads) == 2

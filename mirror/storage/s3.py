@@ -27,9 +27,11 @@ from django.conf import settings
 from storages.backends.s3 import S3Storage as DjangoS3Storage
 
 from ..errors import StorageFull, StorageUnavailable, log_outage
+from ..memo import Memo
 from .base import ObjectNotFound, Storage, Writer, check_key
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
+STAT_MEMO_KEYS = 10_000  # object sizes a process keeps (S3Storage.stat)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -161,6 +163,7 @@ class S3Storage(Storage):
         self._prefix = prefix.strip("/")
         self._shared_client: Any = None
         self._client_lock = threading.Lock()
+        self._sizes = Memo(STAT_MEMO_KEYS)  # key -> size, recently seen in S3
 
     @property
     def _client(self) -> Any:
@@ -187,6 +190,13 @@ class S3Storage(Storage):
         return f"{self._root}objects/{check_key(key)}"
 
     def stat(self, key: str) -> int | None:
+        """The object's size, or None. A size S3 gave is kept for
+        MIRROR_UPSTREAM_CACHE_SECONDS: a warm GET then costs S3 one request (the GET), not
+        a HEAD before it. An object does not change under its key, it can only go: one
+        deleted here is forgotten at once; one deleted by another process fails the GET
+        (ObjectNotFound, then forgotten here) until the size expires."""
+        if (size := self._sizes.get(key)) is not None:
+            return size
         with _unavailable("stat", key):
             try:
                 head = self._client.head_object(Bucket=self._bucket, Key=self._key(key))
@@ -194,7 +204,9 @@ class S3Storage(Storage):
                 if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
                     return None
                 raise
-        return int(head["ContentLength"])
+        size = int(head["ContentLength"])
+        self._sizes.put(key, size, settings.MIRROR_UPSTREAM_CACHE_SECONDS)
+        return size
 
     def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key(key)}
@@ -206,6 +218,7 @@ class S3Storage(Storage):
                 body = self._client.get_object(**kwargs)["Body"]
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                    self._sizes.forget(key)
                     raise ObjectNotFound(key) from e
                 raise
         return _Body(body, key)  # type: ignore[return-value]  # read() and close() only
@@ -214,6 +227,7 @@ class S3Storage(Storage):
         return S3Writer(self._client, self._bucket, self._key(key))
 
     def delete(self, key: str) -> None:
+        self._sizes.forget(key)
         with _unavailable("delete", key):
             self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
 
