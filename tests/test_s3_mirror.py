@@ -92,7 +92,13 @@ def test_a_slow_store_holds_back_neither_the_stream_nor_the_client(
             assert slow.count("PUT", "partNumber=") < 3, slow.requests
             slow.delay_per_request = 0
             server.wait_committed(f"/v2/slows3/blobs/{digest}")
-            assert slow.count("PUT", "partNumber=") == 3, slow.requests
+            # Three parts (botocore may send one again after a timeout: the same part).
+            parts = {
+                p.split("partNumber=")[1].split("&")[0]
+                for m, p in slow.requests
+                if m == "PUT" and "partNumber=" in p
+            }
+            assert parts == {"1", "2", "3"}, slow.requests
             assert slow.count("POST", "uploadId=") == 1  # CompleteMultipartUpload
         finally:
             server.stop()
