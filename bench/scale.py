@@ -251,9 +251,12 @@ def load_rows(objects: int) -> dict[str, int]:
             ["module", "version", "zip_size", "created", "download_count"],
             ((_module(v), _version(v), 300, stamp, 0) for v in range(plan.versions)),
         )
-    if connection.vendor == "postgresql":  # what autovacuum does soon after a bulk load
+    if connection.vendor == "postgresql":
+        # What autovacuum does soon after a bulk load: since PostgreSQL 13 inserts alone get a
+        # table vacuumed, whose visibility map spares index-only scans their heap visits
+        # (101 of them for a `_catalog` page of the 1M index, 0.69 ms -> 0.53 ms).
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+            cursor.execute("VACUUM ANALYZE")
     return written
 
 
