@@ -299,11 +299,48 @@ def _status_kind(status: int) -> str:
     return "status_4xx" if status < 500 else "status_5xx"
 
 
+class _Connection(httpcore.HTTPConnection):
+    """httpcore's connection, not reused once its upstream sent bytes past the end of an
+    answer: where the next answer starts on it is unknown (RFC 9112 section 6.3; curl closes
+    such connections too), and h11 would read those bytes as the head of the next request's
+    answer, failing an innocent request."""
+
+    def has_expired(self) -> bool:
+        state = getattr(self._connection, "_h11_state", None)  # HTTP/1.1 only
+        if isinstance(state, h11.Connection) and self.is_idle() and state.trailing_data[0]:
+            log.warning(
+                "upstream %s sent %d bytes past the end of an answer: connection closed",
+                self._origin.host.decode("ascii", "replace"),
+                len(state.trailing_data[0]),
+            )
+            return True
+        return super().has_expired()
+
+
+class _Pool(httpcore.ConnectionPool):
+    """The pool asks each connection whether it has expired before it hands one out: idle
+    connections with bytes left over are closed there, under the pool's lock."""
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
+        return _Connection(
+            origin=origin,
+            ssl_context=self._ssl_context,
+            keepalive_expiry=self._keepalive_expiry,
+            http1=self._http1,
+            http2=self._http2,
+            retries=self._retries,
+            local_address=self._local_address,
+            uds=self._uds,
+            network_backend=self._network_backend,
+            socket_options=self._socket_options,
+        )
+
+
 def _transport() -> httpx.HTTPTransport:
     """httpx's transport with the deadline-aware socket backend (see mirror/deadlines.py)."""
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
     transport = httpx.HTTPTransport(limits=limits)
-    transport._pool = httpcore.ConnectionPool(
+    transport._pool = _Pool(
         ssl_context=transport._pool._ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,

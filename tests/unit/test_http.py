@@ -48,6 +48,14 @@ def _trickle(h: BaseHTTPRequestHandler) -> None:
         time.sleep(0.4)
 
 
+def _overlong(h: BaseHTTPRequestHandler) -> None:
+    """Five bytes announced, and more sent in the same write: a lying upstream."""
+    h.send_response(200)
+    h.send_header("Content-Length", "5")
+    h.end_headers()
+    h.wfile.write(b"helloHTTP/1.1 200 OK junk past the end\r\n\r\n")
+
+
 def _bomb() -> bytes:
     """About 100 KiB of gzip that inflates to 100 MiB (made 1 MiB at a time)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -72,6 +80,7 @@ ROUTES: dict[str, Route] = {
     "/broken-gzip": _reply(200, b"\x1f\x8b\x08\x00garbage", Content_Encoding="gzip"),
     "/brotli": _reply(200, b"???", Content_Encoding="br"),
     "/trickle": _trickle,
+    "/overlong": _overlong,
     "/loop": _reply(302, Location="/loop"),
     "/missing": _reply(404, b"x" * 100_000),
     "/limited": _reply(429, Retry_After="Wed, 21 Oct 2015 07:28:00 GMT"),
@@ -284,6 +293,24 @@ def test_only_large_bodies_take_their_connection_with_them(
     bodies = [_streamed(client, path) for _ in range(3)]
     assert len({*bodies}) == 1 and len(bodies[0]) in (5000, 1 << 20)
     assert upstream.connections - before == new_connections  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_bytes_past_an_answer_end_its_connection(
+    client: UpstreamClient, upstream: ThreadingHTTPServer, streamed: bool
+) -> None:
+    """Where the next answer starts on a connection that carried bytes past the announced end
+    is unknown (RFC 9112 section 6.3): the connection is closed, not kept, so the next request
+    (on a new one) is answered rather than failed on the lying upstream's leftovers."""
+    before = upstream.connections  # type: ignore[attr-defined]
+    for _ in range(2):
+        if streamed:
+            assert _streamed(client, "/overlong") == b"hello"
+        else:
+            assert client.fetch("GET", "/overlong").content == b"hello"
+        assert client.fetch("GET", "/small").content == b"hello"
+    # The first connection, and a new one after each lying answer.
+    assert upstream.connections - before == 3  # type: ignore[attr-defined]
 
 
 def test_a_chunked_body_is_read_through_httpx(client: UpstreamClient) -> None:
