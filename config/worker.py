@@ -16,6 +16,21 @@ protocol endpoints read none (gunicorn drains an unread body within 5 s and 64 K
 forms are small. The number of connections a process holds stays bounded by
 `worker_connections` (config/gunicorn.py).
 
+A thread that has answered a kept-alive connection serves the connection's next request too when
+that request's whole head is already there (pipelined), or arrives within LINGER: the go
+command and registry clients send their next request on a connection as soon as they have
+read an answer, and every round trip through the poller costs two thread hand-offs (a wake-up
+of the main loop through its pipe, a task queue) and a poller registration. A head not
+complete by then goes the poller's way above, with what has arrived of it. Only while at most
+LINGER_WHEN_SERVING threads of the process are serving: under a heavier load, threads that keep
+their connections starve the rest of the GIL (wrk -c32 on a warm Go .info: p99 78-294 ms
+against 40-50 ms), and the poller's first-come order is fairer.
+Measured (2026-12-03, this machine, A/B against the worker without it, 4 and 12 interleaved
+rounds): warm Go .info over one connection 1.7-1.8k requests/s against 1.0-1.2k (p50 0.52-0.62
+ms against 0.80-0.92 ms); with 32 connections 1.6-2.3k against 1.3-2.1k, p99 50-73 ms against
+58-90 ms; `go mod download` of 100 modules (bench/goab.py) warm 0.93 s against 1.00 s, cold
+1.75 s against 1.92 s (medians).
+
 Measured (2 shared cores, 2 processes x 32 threads, 300 connections sending one byte every 5 s,
 tests/test_server_slowclients.py, three runs): with gthread, /healthz did not answer within
 10 s; with this worker /healthz answered in 0.02-0.11 s, a cold manifest in 0.06-0.17 s and a
@@ -31,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import selectors
+import threading
 import time
 from functools import partial
 
@@ -56,6 +72,10 @@ def _plain_error(sock, status_int: int, reason: str, mesg: str) -> None:
 # Worker.handle_error answers through this module function; there is no setting for it.
 util.write_error = _plain_error
 
+# How long a thread waits for the next request on the connection it has just answered
+# (module docstring); at most this much of a thread per answer.
+LINGER = 0.002
+LINGER_WHEN_SERVING = 4  # threads serving in the process, this one included
 NOTIFY_EVERY = 1.0  # seconds between heartbeats to the arbiter
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
@@ -96,6 +116,8 @@ class HeadFirstWorker(ThreadWorker):
         # Connections reading a head, in deadline order (one timeout for all).
         self.heads: dict[TConn, _Head] = {}
         self.notified = -NOTIFY_EVERY  # when the arbiter was last told this worker is alive
+        self.serving = 0  # threads in `handle`
+        self.serving_lock = threading.Lock()
 
     @classmethod
     def check_config(cls, cfg, log) -> None:
@@ -114,6 +136,43 @@ class HeadFirstWorker(ThreadWorker):
         if now - self.notified >= NOTIFY_EVERY:
             self.notified = now
             super().notify()
+
+    def handle(self, conn: TConn) -> object:  # gthread's True, False or its _DEFER
+        """gthread's, then the connection's next requests whose heads are here in time."""
+        with self.serving_lock:
+            self.serving += 1
+        try:
+            keepalive = super().handle(conn)
+            while keepalive is True and self.alive and self.serving <= LINGER_WHEN_SERVING:
+                head = self._next_head(conn)
+                if head is None:  # the client left
+                    return False
+                if not head:
+                    break
+                keepalive = super().handle(conn)
+            return keepalive
+        finally:
+            with self.serving_lock:
+                self.serving -= 1
+
+    def _next_head(self, conn: TConn) -> bool | None:
+        """Whether the connection's next request head is complete (or past the size the
+        parser accepts, which then answers it), read ahead or arrived within LINGER; what
+        came of it stays buffered either way. None once the client has closed."""
+        data = conn.parser.unreader.take_buffered()
+        if not head_complete(data):
+            try:
+                conn.sock.settimeout(LINGER)
+                chunk = conn.sock.recv(65536)
+            except (TimeoutError, BlockingIOError, InterruptedError):
+                chunk = None
+            except OSError:
+                chunk = b""
+            if chunk == b"":
+                return None
+            data += chunk or b""
+        conn.parser.unreader.unread(data)
+        return head_complete(data) or len(data) > self.max_head
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

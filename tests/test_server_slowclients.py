@@ -10,6 +10,7 @@ every 5 s) would never reach.
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Iterator
 
@@ -82,3 +83,43 @@ def test_slow_clients_do_not_hold_the_server(server: MirrorServer, upstreams: Up
         assert {answer.split(b"\r\n", 1)[0] for _, answer in slow.ended.values()} == {
             b"HTTP/1.1 408 Request Timeout"
         }
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """One answer with a Content-Length body, read off a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        ).split(b":")[1]
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    assert len(body) == length, "bytes past the answer"
+    return head
+
+
+def test_kept_alive_connections_take_their_next_head_however_it_comes(
+    server: MirrorServer,
+) -> None:
+    """A next request's head at once, in pieces slower than the answering thread waits for it
+    (config/worker.py LINGER), or never completed: answered, answered, 408 at the deadline."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: m\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HEAD_TIMEOUT + 4) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+        for split in (5, 20, len(request) - 2):
+            sock.sendall(request[:split])
+            time.sleep(0.3)
+            sock.sendall(request[split:])
+            assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(request[:20])
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer
+    assert HEAD_TIMEOUT - 1 <= waited <= HEAD_TIMEOUT + 2
