@@ -91,9 +91,14 @@ class _Head:
         self.polled = False  # registered with the poller
 
 
+def max_line_size(cfg) -> int:
+    """The longest request line gunicorn's parser accepts; past it, it answers 414."""
+    return cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else 1 << 20
+
+
 def max_head_size(cfg) -> int:
     """The largest head gunicorn's parser accepts; past it, the parser answers the error."""
-    line = cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else 1 << 20
+    line = max_line_size(cfg)
     fields = cfg.limit_request_fields
     fields = fields if 0 < fields <= MAX_HEADERS else MAX_HEADERS
     field_size = cfg.limit_request_field_size
@@ -113,6 +118,7 @@ class HeadFirstWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.head_timeout = 10.0
         self.max_head = max_head_size(self.cfg)
+        self.max_line = max_line_size(self.cfg) + 2  # CRLF
         # Connections reading a head, in deadline order (one timeout for all).
         self.heads: dict[TConn, _Head] = {}
         self.notified = -NOTIFY_EVERY  # when the arbiter was last told this worker is alive
@@ -156,9 +162,9 @@ class HeadFirstWorker(ThreadWorker):
                 self.serving -= 1
 
     def _next_head(self, conn: TConn) -> bool | None:
-        """Whether the connection's next request head is complete (or past the size the
-        parser accepts, which then answers it), read ahead or arrived within LINGER; what
-        came of it stays buffered either way. None once the client has closed."""
+        """Whether the connection's next request head is `_parseable`, read ahead or arrived
+        within LINGER; what came of it stays buffered either way. None once the client has
+        closed."""
         data = conn.parser.unreader.take_buffered()
         if not head_complete(data):
             try:
@@ -172,7 +178,14 @@ class HeadFirstWorker(ThreadWorker):
                 return None
             data += chunk or b""
         conn.parser.unreader.unread(data)
-        return head_complete(data) or len(data) > self.max_head
+        return self._parseable(data)
+
+    def _parseable(self, data: bytes | bytearray) -> bool:
+        """Whether the parser can answer the head now: it is complete, or longer than the
+        parser accepts (then it answers 414 or 431 at once, not 408 at the deadline)."""
+        if head_complete(data) or len(data) > self.max_head:
+            return True
+        return len(data) > self.max_line and b"\n" not in data
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -183,7 +196,7 @@ class HeadFirstWorker(ThreadWorker):
         comes here: read the head first."""
         buffered = conn.parser.unreader.take_buffered() if conn.initialized else b""
         head = _Head(buffered, time.monotonic() + self.head_timeout)
-        if head_complete(head.data):
+        if self._parseable(head.data):
             self._hand_over(conn, head)
             return
         if conn.sock.getblocking():
@@ -204,7 +217,7 @@ class HeadFirstWorker(ThreadWorker):
             return
         if chunk:
             head.data += chunk
-            if head_complete(head.data) or len(head.data) > self.max_head:
+            if self._parseable(head.data):
                 self._unpoll(conn, head)
                 del self.heads[conn]
                 self._hand_over(conn, head)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -125,6 +126,16 @@ def _raw_exchange(server: MirrorServer, requests: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_an_overlong_request_line_is_refused_before_it_ends(server: MirrorServer) -> None:
+    """Past the longest request line the parser takes (gunicorn's 4094 bytes), a 414 at once,
+    whether or not the line has ended: not a 408 once the head deadline has passed."""
+    for tail in (b"", b" HTTP/1.1\r\nHost: m\r\n\r\n"):
+        started = time.monotonic()
+        raw = _raw_exchange(server, b"GET /" + b"x" * 10_000 + tail)
+        assert raw.startswith(b"HTTP/1.1 414 "), raw[:80]
+        assert time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize(
