@@ -92,13 +92,18 @@ def test_a_slow_store_holds_back_neither_the_stream_nor_the_client(
             assert slow.count("PUT", "partNumber=") < 3, slow.requests
             slow.delay_per_request = 0
             server.wait_committed(f"/v2/slows3/blobs/{digest}")
-            # Three parts (botocore may send one again after a timeout: the same part).
-            parts = {
-                p.split("partNumber=")[1].split("&")[0]
-                for m, p in slow.requests
-                if m == "PUT" and "partNumber=" in p
-            }
-            assert parts == {"1", "2", "3"}, slow.requests
+            # Parts of at least 8 MiB (mirror/storage/s3.py), cut where the spool's reads end:
+            # three, or four when the first three came to exactly 8 MiB each and the blob's
+            # last bytes (the layer is a little over 24 MiB) went on their own. botocore may
+            # send a part again after a timeout: the same number.
+            parts = sorted(
+                {
+                    int(p.split("partNumber=")[1].split("&")[0])
+                    for m, p in slow.requests
+                    if m == "PUT" and "partNumber=" in p
+                }
+            )
+            assert parts in ([1, 2, 3], [1, 2, 3, 4]), slow.requests
             assert slow.count("POST", "uploadId=") == 1  # CompleteMultipartUpload
         finally:
             server.stop()
