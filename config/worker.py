@@ -91,6 +91,17 @@ class _Head:
         self.polled = False  # registered with the poller
 
 
+def _receive(sock) -> bytes | None:
+    """What the client sent (one read): None when nothing came (a non-blocking socket, or
+    one whose timeout passed), b"" when the client left or reset the connection."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError, TimeoutError):
+        return None
+    except OSError:
+        return b""
+
+
 def max_line_size(cfg) -> int:
     """The longest request line gunicorn's parser accepts; past it, it answers 414."""
     return cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else 1 << 20
@@ -166,14 +177,9 @@ class HeadFirstWorker(ThreadWorker):
         within LINGER; what came of it stays buffered either way. None once the client has
         closed."""
         data = conn.parser.unreader.take_buffered()
-        if not head_complete(data):
-            try:
-                conn.sock.settimeout(LINGER)
-                chunk = conn.sock.recv(65536)
-            except (TimeoutError, BlockingIOError, InterruptedError):
-                chunk = None
-            except OSError:
-                chunk = b""
+        if not self._parseable(data):
+            conn.sock.settimeout(LINGER)
+            chunk = _receive(conn.sock)
             if chunk == b"":
                 return None
             data += chunk or b""
@@ -206,12 +212,7 @@ class HeadFirstWorker(ThreadWorker):
 
     def _read(self, conn: TConn, _fileobj: object = None) -> None:
         head = self.heads[conn]
-        try:
-            chunk = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            chunk = None
-        except OSError:
-            chunk = b""
+        chunk = _receive(conn.sock)
         if chunk == b"":  # the client left (or reset the connection)
             self._drop(conn)
             return
