@@ -6,15 +6,16 @@ hold one thread each for as long as they like: 300 of them held every thread of 
 (2 processes x 32 threads) and /healthz timed out (tests/test_server_slowclients.py). gunicorn
 27 has no deadline for the head; its 5 s "worker data timeout" only covers the first byte.
 
-Here each worker's main loop reads request heads without blocking, as their bytes arrive, and
-hands a connection to a thread only once its head is complete (the empty line that ends it), so
-a thread is only taken by a request it can serve at once. A head not complete within
+Here each worker's main loop reads request heads without blocking, as their bytes arrive, and hands
+a connection to a thread only once its head is complete (the empty line that ends it), so a thread
+is only taken by a request it can serve at once. A head not complete within
 MIRROR_REQUEST_HEAD_TIMEOUT seconds of the connection's start (of its first byte, on a kept-alive
-connection) is answered 408 and closed. Everything after the head is gthread's: responses and
-sendfile for `wsgi.file_wrapper` are unchanged. Request bodies are still read in the thread: the
-protocol endpoints read none (gunicorn drains an unread body within 5 s and 64 KiB), the admin's
-forms are small. The number of connections a process holds stays bounded by
-`worker_connections` (config/gunicorn.py).
+connection) is answered 408 and closed. A head the parser would refuse whatever came next (a
+request line or a header field longer than it takes) is answered at once, 414 or 431, not 408.
+Everything after the head is gthread's: responses and sendfile for `wsgi.file_wrapper` are
+unchanged. Request bodies are still read in the thread: the protocol endpoints read none (gunicorn
+drains an unread body within 5 s and 64 KiB), the admin's forms are small. The number of
+connections a process holds stays bounded by `worker_connections` (config/gunicorn.py).
 
 A thread that has answered a kept-alive connection serves the connection's next request too when
 that request's whole head is already there (pipelined), or arrives within LINGER: the go
@@ -53,6 +54,7 @@ from functools import partial
 from django.conf import settings
 from gunicorn import util
 from gunicorn.errors import ConfigError
+from gunicorn.http.errors import LimitRequestHeaders
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -83,12 +85,13 @@ REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent
 class _Head:
     """The bytes of a request head read so far, and when it must be complete."""
 
-    __slots__ = ("data", "deadline", "polled")
+    __slots__ = ("data", "deadline", "polled", "sized")
 
     def __init__(self, data: bytes, deadline: float) -> None:
         self.data = bytearray(data)
         self.deadline = deadline
         self.polled = False  # registered with the poller
+        self.sized = 0  # where the first line not yet measured starts (`_field_too_long`)
 
 
 def _receive(sock) -> bytes | None:
@@ -107,14 +110,18 @@ def max_line_size(cfg) -> int:
     return cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else 1 << 20
 
 
+def max_field_size(cfg) -> int:
+    """The longest header field (with its CRLF) gunicorn's parser accepts; past it, 431."""
+    size = cfg.limit_request_field_size
+    return size if size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+
+
 def max_head_size(cfg) -> int:
     """The largest head gunicorn's parser accepts; past it, the parser answers the error."""
     line = max_line_size(cfg)
     fields = cfg.limit_request_fields
     fields = fields if 0 < fields <= MAX_HEADERS else MAX_HEADERS
-    field_size = cfg.limit_request_field_size
-    field_size = field_size if field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
-    return line + fields * (field_size + 2) + 4
+    return line + fields * (max_field_size(cfg) + 2) + 4
 
 
 def head_complete(data: bytes | bytearray) -> bool:
@@ -130,6 +137,7 @@ class HeadFirstWorker(ThreadWorker):
         self.head_timeout = 10.0
         self.max_head = max_head_size(self.cfg)
         self.max_line = max_line_size(self.cfg) + 2  # CRLF
+        self.max_field = max_field_size(self.cfg)
         # Connections reading a head, in deadline order (one timeout for all).
         self.heads: dict[TConn, _Head] = {}
         self.notified = -NOTIFY_EVERY  # when the arbiter was last told this worker is alive
@@ -193,6 +201,21 @@ class HeadFirstWorker(ThreadWorker):
             return True
         return len(data) > self.max_line and b"\n" not in data
 
+    def _field_too_long(self, head: _Head) -> bool:
+        """Whether a header field of the unfinished head, ended or not, is already longer than
+        the parser accepts (whatever comes next, the parser would answer 431). Each line is
+        measured once it has ended, the last one as it grows."""
+        data = head.data
+        if not head.sized:  # past the request line (`_parseable` bounds that one)
+            head.sized = data.find(b"\n") + 1
+            if not head.sized:
+                return False
+        while (end := data.find(b"\n", head.sized)) >= 0:
+            if end - head.sized > self.max_field:
+                return True
+            head.sized = end + 1
+        return len(data) - head.sized > self.max_field
+
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.head_timeout = settings.MIRROR_REQUEST_HEAD_TIMEOUT
@@ -223,6 +246,13 @@ class HeadFirstWorker(ThreadWorker):
                 del self.heads[conn]
                 self._hand_over(conn, head)
                 return
+        if self._field_too_long(head):
+            # The parser only looks at header fields once the head has ended, and a thread
+            # must not wait for that: answer its 431 here, not a 408 at the deadline.
+            error = LimitRequestHeaders("limit request headers fields size")
+            self.handle_error(None, conn.sock, conn.client, error)
+            self._drop(conn)
+            return
         if not head.polled:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read, conn))
             head.polled = True

@@ -138,6 +138,24 @@ def test_an_overlong_request_line_is_refused_before_it_ends(server: MirrorServer
         assert time.monotonic() - started < 3
 
 
+def test_an_overlong_header_field_is_refused_before_it_ends(server: MirrorServer) -> None:
+    """Past the longest header field the parser takes (gunicorn's 8190 bytes), a 431 at once,
+    whether or not the field or the head has ended; the connection is closed."""
+    field = b"GET /healthz HTTP/1.1\r\nHost: m\r\nX-Long: " + b"a" * 10_000
+    for tail in (b"", b"\r\n", b"\r\n\r\n"):
+        started = time.monotonic()
+        raw = _raw_exchange(server, field + tail)
+        assert raw.startswith(b"HTTP/1.1 431 "), raw[:80]
+        assert time.monotonic() - started < 3
+    # Just under the limit, an unfinished head still waits for its end (or the deadline).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=1) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Long: " + b"a" * 8000)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        sock.sendall(b"\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [("/v2/nothing/here/at/all", 404), ("/example.com/nomod/@v/list", 404), ("/admin/login/", 200)],
