@@ -11,11 +11,12 @@ a connection to a thread only once its head is complete (the empty line that end
 is only taken by a request it can serve at once. A head not complete within
 MIRROR_REQUEST_HEAD_TIMEOUT seconds of the connection's start (of its first byte, on a kept-alive
 connection) is answered 408 and closed. A head the parser would refuse whatever came next (a
-request line or a header field longer than it takes) is answered at once, 414 or 431, not 408.
-Everything after the head is gthread's: responses and sendfile for `wsgi.file_wrapper` are
-unchanged. Request bodies are still read in the thread: the protocol endpoints read none (gunicorn
-drains an unread body within 5 s and 64 KiB), the admin's forms are small. The number of
-connections a process holds stays bounded by `worker_connections` (config/gunicorn.py).
+request line or a header field longer than it takes, a method with a byte no method has, as a TLS
+handshake sent to this plain port) is answered at once, 414, 431 or 400, not 408. Everything after
+the head is gthread's: responses and sendfile for `wsgi.file_wrapper` are unchanged. Request bodies
+are still read in the thread: the protocol endpoints read none (gunicorn drains an unread body
+within 5 s and 64 KiB), the admin's forms are small. The number of connections a process holds
+stays bounded by `worker_connections` (config/gunicorn.py).
 
 A thread that has answered a kept-alive connection serves the connection's next request too when
 that request's whole head is already there (pipelined), or arrives within LINGER: the go
@@ -54,7 +55,7 @@ from functools import partial
 from django.conf import settings
 from gunicorn import util
 from gunicorn.errors import ConfigError
-from gunicorn.http.errors import LimitRequestHeaders
+from gunicorn.http.errors import InvalidRequestMethod, LimitRequestHeaders, ParseException
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -79,6 +80,8 @@ util.write_error = _plain_error
 LINGER = 0.002
 LINGER_WHEN_SERVING = 4  # threads serving in the process, this one included
 NOTIFY_EVERY = 1.0  # seconds between heartbeats to the arbiter
+# The bytes an HTTP method may have (RFC 9110 5.6.2 tchar, as gunicorn's parser checks them).
+METHOD_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -127,6 +130,17 @@ def max_head_size(cfg) -> int:
 def head_complete(data: bytes | bytearray) -> bool:
     """True once the head has ended, or has a bare LF (which the parser refuses at once)."""
     return b"\r\n\r\n" in data or data.count(b"\n") != data.count(b"\r\n")
+
+
+def _bad_method(data: bytes | bytearray) -> bool:
+    """Whether the request line's method, as far as it has come, has a byte that no method
+    has (one empty line before the request line is allowed, RFC 9112 2.2)."""
+    start = 2 if data[:2] == b"\r\n" else 0
+    end = len(data)
+    for stop in (b" ", b"\r", b"\n"):
+        if 0 <= (at := data.find(stop, start, end)) < end:
+            end = at
+    return bool(bytes(data[start:end]).translate(None, METHOD_BYTES))
 
 
 class HeadFirstWorker(ThreadWorker):
@@ -201,6 +215,17 @@ class HeadFirstWorker(ThreadWorker):
             return True
         return len(data) > self.max_line and b"\n" not in data
 
+    def _refusal(self, head: _Head) -> ParseException | None:
+        """The error the parser will answer the unfinished head with whatever comes next, if
+        that is known already: a method with a byte no method has (a TLS handshake or other
+        binary sent to this plain HTTP port), or a header field past its limit."""
+        if _bad_method(head.data):
+            method = bytes(head.data[:20]).decode("latin-1")
+            return InvalidRequestMethod(method.encode("unicode_escape").decode())
+        if self._field_too_long(head):
+            return LimitRequestHeaders("limit request headers fields size")
+        return None
+
     def _field_too_long(self, head: _Head) -> bool:
         """Whether a header field of the unfinished head, ended or not, is already longer than
         the parser accepts (whatever comes next, the parser would answer 431). Each line is
@@ -246,10 +271,9 @@ class HeadFirstWorker(ThreadWorker):
                 del self.heads[conn]
                 self._hand_over(conn, head)
                 return
-        if self._field_too_long(head):
-            # The parser only looks at header fields once the head has ended, and a thread
-            # must not wait for that: answer its 431 here, not a 408 at the deadline.
-            error = LimitRequestHeaders("limit request headers fields size")
+        if (error := self._refusal(head)) is not None:
+            # The parser only judges a line once it has ended, and a thread must not wait for
+            # that: answer its error here, not a 408 at the deadline.
             self.handle_error(None, conn.sock, conn.client, error)
             self._drop(conn)
             return

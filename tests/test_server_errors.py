@@ -156,6 +156,22 @@ def test_an_overlong_header_field_is_refused_before_it_ends(server: MirrorServer
         assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
 
 
+def test_a_tls_handshake_on_the_plain_port_is_refused_at_once(server: MirrorServer) -> None:
+    """Bytes no HTTP method has (a TLS ClientHello: the client was told https) get a 400 at
+    once, not a 408 once the head deadline has passed; one empty line before a request that
+    comes in pieces is still allowed (RFC 9112 2.2)."""
+    hello = bytes.fromhex("160301020001") + bytes(40)
+    started = time.monotonic()
+    raw = _raw_exchange(server, hello)
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:80]
+    assert time.monotonic() - started < 3
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"\r\nGE")
+        time.sleep(0.2)
+        sock.sendall(b"T /healthz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [("/v2/nothing/here/at/all", 404), ("/example.com/nomod/@v/list", 404), ("/admin/login/", 200)],
