@@ -231,8 +231,9 @@ class HeadFirstWorker(ThreadWorker):
         the parser accepts (whatever comes next, the parser would answer 431). Each line is
         measured once it has ended, the last one as it grows."""
         data = head.data
-        if not head.sized:  # past the request line (`_parseable` bounds that one)
-            head.sized = data.find(b"\n") + 1
+        if not head.sized:  # past the request line (`_parseable` bounds that one) and the
+            # one empty line that may come before it (RFC 9112 2.2)
+            head.sized = data.find(b"\n", 2 if data[:2] == b"\r\n" else 0) + 1
             if not head.sized:
                 return False
         while (end := data.find(b"\n", head.sized)) >= 0:
