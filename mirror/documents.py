@@ -7,7 +7,9 @@ once verified (a Go module version's `.info` and `.mod`): one query to serve, on
 keep, none of the streaming fill's machinery (thread, spool file, lease renewals, storage
 commit), which cost more than the few hundred bytes it carried.
 
-Concurrent misses of one document cause one upstream fetch (mirror/singleflight.py).
+Concurrent misses of one document cause one upstream fetch (mirror/singleflight.py). A process
+keeps the immutable bodies it served for a few seconds (`_served`), so that a warm one costs no
+query either.
 Operators may revalidate a document now (`force`, a "refresh now") or forget documents
 (`purge`), such as cached "not found" answers.
 """
@@ -18,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from . import rows, singleflight
 from .errors import UpstreamError, UpstreamNotFound
+from .memo import Memo
 from .models import CachedDocument
 
 
@@ -30,6 +34,15 @@ from .models import CachedDocument
 class Document:
     body: bytes
     cache: str  # HIT | MISS | STALE
+
+
+# Immutable bodies this process served, by (namespace, key): kept for at most
+# MIRROR_UPSTREAM_CACHE_SECONDS, the time within which another process's purge applies here
+# too (a purge in this process clears them at once); bodies up to SERVED_MAX_BODY, SERVED_BYTES
+# in all. The query they save was a fifth of a warm Go `.info`'s time in Django.
+SERVED_MAX_BODY = 64 * 1024
+SERVED_BYTES = 4 * 1024 * 1024
+_served = Memo(SERVED_BYTES, sizeof=lambda body: len(body) + 200)  # + key and entry
 
 
 def get_document(
@@ -90,7 +103,10 @@ def get_immutable(namespace: str, key: str, fetch: Callable[[], bytes]) -> Docum
     UpstreamError, or InvalidContent for a body that fails verification): only its return
     value is stored, and nothing is stored when it raises ("not found" is not cached).
     """
+    if (body := _served.get((namespace, key))) is not None:
+        return Document(body, "HIT")
     if (body := _immutable(namespace, key)) is not None:
+        _serving(namespace, key, body)
         return Document(body, "HIT")
 
     def miss() -> Document:
@@ -101,6 +117,7 @@ def get_immutable(namespace: str, key: str, fetch: Callable[[], bytes]) -> Docum
             {"namespace": namespace, "key": key, "body": body, "fetched_at": timezone.now()},
             conflict=("namespace", "key"),
         )
+        _serving(namespace, key, body)
         return Document(body, "MISS")
 
     def stored_by_another() -> Document | None:
@@ -118,6 +135,16 @@ def _immutable(namespace: str, key: str) -> bytes | None:
         cursor.execute(_select_body(), [namespace, key])
         row = cursor.fetchone()
     return None if row is None else bytes(row[0])
+
+
+def forget_served() -> None:
+    """Forget the immutable bodies this process served (they are read anew)."""
+    _served.clear()
+
+
+def _serving(namespace: str, key: str, body: bytes) -> None:
+    if len(body) <= SERVED_MAX_BODY:
+        _served.put((namespace, key), body, settings.MIRROR_UPSTREAM_CACHE_SECONDS)
 
 
 @cache
@@ -178,6 +205,7 @@ def purge(
     """Forget documents, so that the next request fetches them anew: the one under `key`,
     those whose key starts with `key_prefix`, or (neither) the whole namespace;
     `not_found_only` forgets cached "not found" answers only. Returns how many."""
+    forget_served()
     rows = CachedDocument.objects.filter(namespace=namespace)
     if key is not None:
         rows = rows.filter(key=key)

@@ -9,18 +9,25 @@ process clear it at once (`clear`). Thread-safe; least recently used entries go 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from cachetools import TLRUCache
 
 
 class Memo:
-    def __init__(self, maxsize: int) -> None:
+    """`maxsize` entries, or with `sizeof` (of a value) `maxsize` of what it counts in all;
+    a value larger than that is not kept."""
+
+    def __init__(self, maxsize: int, sizeof: Callable[[Any], int] | None = None) -> None:
         self._cache: TLRUCache[Hashable, tuple[float, Any]] = TLRUCache(
-            maxsize, ttu=lambda _key, value, _now: value[0], timer=time.monotonic
+            maxsize,
+            ttu=lambda _key, value, _now: value[0],
+            timer=time.monotonic,
+            getsizeof=None if sizeof is None else lambda entry: sizeof(entry[1]),
         )
         self._lock = threading.Lock()
 
@@ -33,7 +40,7 @@ class Memo:
         """Keep `value` for at most `seconds` (nothing when that is not positive)."""
         if seconds <= 0:
             return
-        with self._lock:
+        with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than maxsize
             self._cache[key] = (time.monotonic() + seconds, value)
 
     def forget(self, key: Hashable) -> None:

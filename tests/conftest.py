@@ -167,9 +167,11 @@ def _healthy_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _no_answers_carried_between_tests() -> Iterator[None]:
     """The in-process caches of warm answers and pins never carry one test's rows into the
-    next (the test database reuses ids)."""
+    next (the test database reuses ids and keys)."""
     yield
+    from mirror import documents
     from registries import pins, tags
 
     tags.forget()
     pins.forget()
+    documents.forget_served()

@@ -1,6 +1,7 @@
 """A version's `.info` and `.mod` are immutable documents, in-process against a static GOPROXY
-upstream (nginx, whose access log counts what reached it): one query when warm, fetched once,
-checked before they are kept, and the files earlier releases stored are still served."""
+upstream (nginx, whose access log counts what reached it): no query when warm within
+MIRROR_UPSTREAM_CACHE_SECONDS, one after, fetched once, checked before they are kept, and the
+files earlier releases stored are still served."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from goproxy import keys, service
-from mirror import stats
+from mirror import documents, stats
 from mirror.models import CachedDocument, Upstream
 from mirror.storage import forget as forget_storage
 from mirror.storage.local import LocalStorage
@@ -53,18 +54,33 @@ def _asked(upstream: StaticServer, path: str) -> int:
     return sum(f" {path} " in line for line in upstream.access_log())
 
 
-def test_info_and_mod_are_documents_served_with_one_query(
-    upstream: StaticServer, storage: LocalStorage
+def _warm_queries(path: str, body: bytes) -> list[str]:
+    """The queries of a warm GET of `path` (which must answer `body`, a HIT)."""
+    with CaptureQueriesContext(connection) as queries:
+        again = Client().get(path)
+    assert (again.status_code, again["X-Cache"], again.content) == (200, "HIT", body)
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def test_info_and_mod_are_documents_served_without_a_query_when_warm(
+    upstream: StaticServer, storage: LocalStorage, settings: object
 ) -> None:
     client = Client()
     for ext, body in (("info", WARM.info_bytes()), ("mod", WARM.mod_bytes())):
         path = WARM.url_path(ext)
         first = client.get(path)
         assert (first.status_code, first["X-Cache"], first.content) == (200, "MISS", body)
-        with CaptureQueriesContext(connection) as queries:
-            again = client.get(path)
-        assert (again.status_code, again["X-Cache"], again.content) == (200, "HIT", body)
-        assert len(queries) == 1, [q["sql"] for q in queries.captured_queries]
+        assert _warm_queries(path, body) == []  # the body this process served: no query
+        documents.purge("unrelated")  # a purge here forgets what the process served at once
+        assert len(_warm_queries(path, body)) == 1  # one query, then served again
+        assert _warm_queries(path, body) == []
+        settings.MIRROR_UPSTREAM_CACHE_SECONDS = 0  # type: ignore[attr-defined]
+        documents.purge("unrelated")
+        for _ in range(2):  # nothing kept: the document is read each time
+            read = [q for q in _warm_queries(path, body) if "mirror_cacheddocument" in q]
+            assert len(read) == 1, read
+        settings.MIRROR_UPSTREAM_CACHE_SECONDS = 60  # type: ignore[attr-defined]
+        again = client.get(path)
         assert again["Cache-Control"].endswith("immutable")
         part = client.get(path, HTTP_RANGE="bytes=1-3")
         assert part.status_code == 206 and part.content == body[1:4]
