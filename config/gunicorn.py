@@ -101,12 +101,16 @@ def post_worker_init(worker: Any) -> None:
     generation (gc.freeze): a full collection of a loaded worker's ~135,000 objects takes
     ~60 ms, which every few thousand requests landed on one of them as a p99 spike (bench
     step 8). Frozen objects are never scanned; what requests allocate is collected as before.
+    The upstream clients' TLS context is built now too, not by the first request that misses.
     The REST API is left to its first request (config/urls.py): a worker that serves only the
     protocols never holds it."""
     import gc
 
     from django.urls import get_resolver
 
+    from mirror.http import tls_context
+
     get_resolver().url_patterns  # noqa: B018 - imported for its side effect
+    tls_context()
     gc.collect()
     gc.freeze()
