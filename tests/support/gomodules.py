@@ -25,6 +25,7 @@ import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -360,14 +361,23 @@ class StaticServer(Service):
 
     Missing files and directories answer 404. ``!``, ``@`` and ``+`` in paths are served
     literally (percent-encoded forms are decoded first). ``use_nginx=False`` forces the Python
-    fallback. The port survives ``stop()``/``start()``.
+    fallback, as ``tls`` (certificate and key files: https) does. The port survives
+    ``stop()``/``start()``.
     """
 
     def __init__(
-        self, root: Path, *, port: int | None = None, use_nginx: bool | None = None
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        use_nginx: bool | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.port = port if port is not None else free_port()
+        self.tls = tls
+        if tls is not None:
+            use_nginx = False
         self.use_nginx = shutil.which("nginx") is not None if use_nginx is None else use_nginx
         self._workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -376,8 +386,8 @@ class StaticServer(Service):
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https`` with ``tls``; no trailing slash)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -439,11 +449,16 @@ class StaticServer(Service):
             serve_root = root
 
         self._httpd = _QuietServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name=f"static-{self.port}", daemon=True
         )
         self._thread.start()
-        wait_http(f"{self.url}/")
+        if self.tls is None:  # (a listening socket from the start: nothing to wait for)
+            wait_http(f"{self.url}/")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving (idempotent)."""
