@@ -5,7 +5,7 @@ InvalidContent / DigestMismatch for a file).
 
 `.info` and `.mod` are a few hundred bytes: the streaming fill (a thread, a spool file, a
 lease, an fsync'd commit and an index row each) cost most of a cold `go mod download`. As
-documents they take one query when warm, and when cold one fetch under the fetch-once key,
+documents they take at most one query when warm, and when cold one fetch under the fetch-once key,
 checked in memory, kept with one write (mirror/documents.get_immutable). Files cached under
 their storage key before that change are still served: a miss reads that key first."""
 

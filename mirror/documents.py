@@ -3,13 +3,12 @@
 `get_document` is for what changes over time but is cheap to keep: a Go module's version list
 and `@latest`, checksum-database lookups and tiles, served stale when the upstream fails.
 "Not found" is cached too, briefly. `get_immutable` is for small answers that never change
-once verified (a Go module version's `.info` and `.mod`): one query to serve, one write to
-keep, none of the streaming fill's machinery (thread, spool file, lease renewals, storage
-commit), which cost more than the few hundred bytes it carried.
+once verified (a Go module version's `.info` and `.mod`): at most one query to serve (none
+for a body the process served within the last few seconds, `_served`), one write to keep, none
+of the streaming fill's machinery (thread, spool file, lease renewals, storage commit), which
+cost more than the few hundred bytes it carried.
 
-Concurrent misses of one document cause one upstream fetch (mirror/singleflight.py). A process
-keeps the immutable bodies it served for a few seconds (`_served`), so that a warm one costs no
-query either.
+Concurrent misses of one document cause one upstream fetch (mirror/singleflight.py).
 Operators may revalidate a document now (`force`, a "refresh now") or forget documents
 (`purge`), such as cached "not found" answers.
 """
@@ -96,8 +95,9 @@ def get_document(
 
 
 def get_immutable(namespace: str, key: str, fetch: Callable[[], bytes]) -> Document:
-    """The document under (namespace, key): served from the database once stored (HIT, one
-    query), else fetched once for all concurrent callers (MISS) and kept for good.
+    """The document under (namespace, key): once stored, served from what this process served
+    within MIRROR_UPSTREAM_CACHE_SECONDS or else from the database (HIT, one query); else
+    fetched once for all concurrent callers (MISS) and kept for good.
 
     `fetch` must bound what it reads and raise for anything it does not accept (an
     UpstreamError, or InvalidContent for a body that fails verification): only its return
