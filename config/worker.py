@@ -132,10 +132,16 @@ def head_complete(data: bytes | bytearray) -> bool:
     return b"\r\n\r\n" in data or data.count(b"\n") != data.count(b"\r\n")
 
 
+def _request_line_start(data: bytes | bytearray) -> int:
+    """Where the request line starts: after the one empty line that may come before it (RFC
+    9112 2.2)."""
+    return 2 if data[:2] == b"\r\n" else 0
+
+
 def _bad_method(data: bytes | bytearray) -> bool:
     """Whether the request line's method, as far as it has come, has a byte that no method
-    has (one empty line before the request line is allowed, RFC 9112 2.2)."""
-    start = 2 if data[:2] == b"\r\n" else 0
+    has."""
+    start = _request_line_start(data)
     end = len(data)
     for stop in (b" ", b"\r", b"\n"):
         if 0 <= (at := data.find(stop, start, end)) < end:
@@ -231,9 +237,8 @@ class HeadFirstWorker(ThreadWorker):
         the parser accepts (whatever comes next, the parser would answer 431). Each line is
         measured once it has ended, the last one as it grows."""
         data = head.data
-        if not head.sized:  # past the request line (`_parseable` bounds that one) and the
-            # one empty line that may come before it (RFC 9112 2.2)
-            head.sized = data.find(b"\n", 2 if data[:2] == b"\r\n" else 0) + 1
+        if not head.sized:  # past the request line (`_parseable` bounds that one)
+            head.sized = data.find(b"\n", _request_line_start(data)) + 1
             if not head.sized:
                 return False
         while (end := data.find(b"\n", head.sized)) >= 0:
