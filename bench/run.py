@@ -15,7 +15,7 @@ the temp folder and print its path).
 Step 8 (bench/scale.py) measures cost growth: warm hits, `_catalog` pages and the fill sweep
 with 1k and with 1M cached objects, on SQLite and on PostgreSQL. BENCH_SCALE=0 skips it;
 BENCH_ONLY=scale runs it alone and rewrites only its own section of bench/RESULTS.md. Its
-knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (5), BENCH_SCALE_SECONDS (3),
+knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (8), BENCH_SCALE_SECONDS (2),
 BENCH_SCALE_DATABASES (sqlite,postgresql).
 
 Step 9 (bench/multi.py) runs three instances on PostgreSQL, moto S3 and Redis: warm manifest

@@ -10,15 +10,19 @@ COPY on PostgreSQL), with the few real objects the measured hits read (a blob in
 manifest and its tag, a Go module's `.info`). The upstream is a closed port and the tag TTL a
 year: a warm hit that contacted it would fail, and wrk counts that as an error.
 
-Measured on both instances at once, one wrk against each (so that the load of this shared
-machine falls on both alike), in rounds: latency p50/p99 with one connection of a blob GET, a
-manifest by tag, a Go `.info`, and a `/v2/_catalog?n=100` page (the first one, and one 90 %
-into the list via `last=`, or as deep as still leaves a full page: both sizes answer 100
-names); and, alternating, the time of `manage.py sweep_fills`'s work in
-process. Each figure is the median over rounds; the ratio big/small is the cost growth.
+Measured on one instance and then the other, in rounds whose order alternates (on a 2-CPU
+machine two servers and two wrk processes at once would share the CPUs, and the tail would be
+the wait for one): latency with one connection of a blob GET, a manifest by tag, a Go `.info`,
+and a `/v2/_catalog?n=100` page (the first one, and one 90 % into the list via `last=`, or as
+deep as still leaves a full page: both sizes answer 100 names); and, alternating, the time of
+`manage.py sweep_fills`'s work in process. Latency p50/p99 are those of all the requests of all
+rounds taken together (wrk's percentile grid of each round, pooled), the sweep the median over
+rounds; the ratio big/small is the cost growth. A 2-second round's own p99 is a few dozen
+requests, and moves 2-3x from round to round with the host's pauses (nginx serving a 16 KiB
+file here: p50 0.07-0.09 ms, p99 0.16-0.43 ms), hence many short rounds, pooled.
 
-Knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (5), BENCH_SCALE_SECONDS (wrk seconds
-per measure and round, 3), BENCH_SCALE_DATABASES (`sqlite,postgresql`).
+Knobs: BENCH_SCALE_OBJECTS (1000000), BENCH_SCALE_ROUNDS (8), BENCH_SCALE_SECONDS (wrk seconds
+per measure, instance and round, 2), BENCH_SCALE_DATABASES (`sqlite,postgresql`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
@@ -44,7 +47,7 @@ from .client import OCI_ACCEPT, fetch
 from .measure import say
 from .peers import MIRROR_ENV
 from .report import Row
-from .wrk import WrkResult, run_wrk
+from .wrk import WrkResult, pooled_percentile, run_wrk
 
 SMALL = 1000
 MIN_REPOSITORIES = 250  # so that a catalog page of 100 is full at the small size too
@@ -506,14 +509,14 @@ def _wrk(inst: Instance, measure: str, seconds: int) -> WrkResult:
     return result
 
 
-def _measure_round(pair: list[Instance], seconds: int) -> None:
-    """Each measure on both instances at once: whatever else loads the machine meanwhile
-    weighs on both alike."""
-    with ThreadPoolExecutor(len(pair)) as pool:
-        for measure in MEASURES:
-            runs = list(pool.map(_wrk, pair, [measure] * len(pair), [seconds] * len(pair)))
-            for inst, result in zip(pair, runs, strict=True):
-                inst.wrk.setdefault(measure, []).append(result)
+def _measure_round(pair: list[Instance], seconds: int, first: int) -> None:
+    """Each measure on one instance and then the other, `pair[first]` first (callers alternate
+    it round by round). One at a time: with both at once, two servers and two wrk processes
+    share two CPUs, and the p99 becomes the wait for a CPU rather than the cost of the hit."""
+    order = pair[first:] + pair[:first]
+    for measure in MEASURES:
+        for inst in order:
+            inst.wrk.setdefault(measure, []).append(_wrk(inst, measure, seconds))
 
 
 @dataclass
@@ -536,8 +539,8 @@ def measure_engine(root: Path, engine: str, big: int, rounds: int, seconds: int)
         for inst in pair:
             inst.server.start()
             _check(inst)
-        for _ in range(rounds):
-            _measure_round(pair, seconds)
+        for r in range(rounds):
+            _measure_round(pair, seconds, r % 2)
         say(f"  {ENGINES[engine]}: measured; stopping")
     return EngineFigures(engine, small_inst, big_inst)
 
@@ -545,8 +548,8 @@ def measure_engine(root: Path, engine: str, big: int, rounds: int, seconds: int)
 def scale(root: Path) -> list[EngineFigures]:
     """The scale step on each engine named in BENCH_SCALE_DATABASES."""
     big = _env_int("BENCH_SCALE_OBJECTS", 1_000_000)
-    rounds = _env_int("BENCH_SCALE_ROUNDS", 5)
-    seconds = _env_int("BENCH_SCALE_SECONDS", 3)
+    rounds = _env_int("BENCH_SCALE_ROUNDS", 8)
+    seconds = _env_int("BENCH_SCALE_SECONDS", 2)
     engines = (os.environ.get("BENCH_SCALE_DATABASES") or "sqlite,postgresql").split(",")
     return [measure_engine(root, e.strip(), big, rounds, seconds) for e in engines if e.strip()]
 
@@ -569,7 +572,7 @@ def _median(values: Iterable[float]) -> float:
 
 def _latency(inst: Instance, measure: str) -> tuple[float, float]:
     runs = inst.wrk[measure]
-    return _median(r.p50_ms for r in runs), _median(r.p99_ms for r in runs)
+    return pooled_percentile(runs, 50), pooled_percentile(runs, 99)
 
 
 def _row(
