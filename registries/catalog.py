@@ -25,6 +25,9 @@ _LIBRARY, _LIBRARY_END = "library/", "library0"  # "0" follows "/"
 # Python's order is code points': on PostgreSQL, the "C" collation's (and its index's,
 # registries/migrations/0004); SQLite's default collation already is.
 _C = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
+# Segments per query: SQLite takes at most 500 SELECTs in a compound (a Docker Hub upstream
+# has three segments, any other one).
+_UNION_MAX = 100
 _SEGMENT_SQL = (
     "SELECT r.name FROM {repository} r WHERE {where} AND EXISTS "
     "(SELECT 1 FROM {link} l WHERE l.repository_id = r.id) ORDER BY r.name{collate}"
@@ -181,17 +184,19 @@ def _names(segments: list[_Segment], n: int | None, last: str | None) -> list[It
     """Each segment's client names after `last`, in order, at most `n` + 1 of them: one
     query for all segments (a UNION ALL of each one's range), one round trip to the database
     (on PostgreSQL a `_catalog` page of Docker Hub's three segments took three)."""
-    parts, params = [], []
+    parts: list[str] = []
+    params: list[list] = []
     for i, segment in enumerate(segments):
         sql, more = _segment_query(segment, n, last)
         if sql:
             # A subquery each: SQLite allows no ORDER BY or LIMIT on a compound's members.
             parts.append(f"SELECT {i} AS segment, name FROM ({sql}) AS s{i}")
-            params += more
+            params.append(more)
     found: list[list[str]] = [[] for _ in segments]
-    if parts:
-        with connection.cursor() as cursor:
-            cursor.execute(" UNION ALL ".join(parts), params)
+    with connection.cursor() as cursor:
+        for at in range(0, len(parts), _UNION_MAX):
+            batch = slice(at, at + _UNION_MAX)
+            cursor.execute(" UNION ALL ".join(parts[batch]), [p for x in params[batch] for p in x])
             for i, name in cursor.fetchall():
                 found[i].append(name)
     return [_shown(s, names) for s, names in zip(segments, found, strict=True)]

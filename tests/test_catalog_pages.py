@@ -77,3 +77,9 @@ def test_a_page_starts_after_any_last_name(names: list[str], last: str) -> None:
 def test_only_the_upstreams_a_client_may_see(names: list[str]) -> None:
     hub_only = catalog.catalog(None, None, lambda u: u.name == "hub").items
     assert hub_only == [name for name in names if not name.startswith("ghcr.io/")]
+
+
+def test_many_upstreams_take_several_queries(names: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(catalog, "_UNION_MAX", 2)  # SQLite's own bound is 500 SELECTs
+    assert catalog.catalog(None, None, _everyone).items == names
+    assert catalog.catalog(4, "b", _everyone).items == [n for n in names if n > "b"][:4]
