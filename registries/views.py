@@ -210,9 +210,10 @@ def tags_view(request: HttpRequest, name: str) -> HttpResponse:
 def catalog_view(request: HttpRequest) -> HttpResponse:
     n = _page_size(request)
     identity = request.mirror_identity  # type: ignore[attr-defined]
-    page = catalog.catalog(
-        n, request.GET.get("last") or None, lambda u: access.may_pull(identity, u)
-    )
+    # A name this mirror gave (the last of a page) or none: on PostgreSQL a NUL in a query
+    # parameter is an error of the driver, not an empty page.
+    last = request.GET.get("last") or None
+    page = catalog.catalog(n, last and check_name(last), lambda u: access.may_pull(identity, u))
     response = JsonResponse({"repositories": page.items})
     if page.next_last is not None:
         query = urlencode({"n": n, "last": page.next_last})

@@ -5,6 +5,7 @@ order, and paging by `last` through all of it without a gap or a repeat."""
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from mirror import upstreams
 from mirror.models import Upstream
@@ -83,3 +84,12 @@ def test_many_upstreams_take_several_queries(names: list[str], monkeypatch) -> N
     monkeypatch.setattr(catalog, "_UNION_MAX", 2)  # SQLite's own bound is 500 SELECTs
     assert catalog.catalog(None, None, _everyone).items == names
     assert catalog.catalog(4, "b", _everyone).items == [n for n in names if n > "b"][:4]
+
+
+@pytest.mark.parametrize("last", ["%00", "a%00b", "a%01b", "UPPER", "a" * 256, "%C3%28"])
+def test_a_last_that_no_repository_name_can_be_is_refused(names: list[str], last: str) -> None:
+    answer = Client().get(f"/v2/_catalog?n=2&last={last}")
+    assert answer.status_code == 400, answer.content[:300]
+    assert answer.json()["errors"][0]["code"] == "NAME_INVALID"
+    first = Client().get("/v2/_catalog?n=2&last=aaa/x").json()["repositories"]
+    assert first == [name for name in names if name > "aaa/x"][:2]
