@@ -26,6 +26,7 @@ def checkpoint(g: GoPeers, phase: str, workers: list[int]) -> GoCheckpoint:
 def rows(d: GoDownloads, z: ZipPull, zip_mib: int) -> list[Row]:
     nginx = d.median("nginx")
     cold, warm = d.median("mirror cold"), d.median("mirror warm")
+    floor = d.median("gunicorn alone")
     n, rounds = d.modules, len(d.seconds["nginx"])
     return [
         Row(
@@ -45,6 +46,15 @@ def rows(d: GoDownloads, z: ZipPull, zip_mib: int) -> list[Row]:
             f"{warm / nginx:.2f} m/nginx",
             f"<= {TARGET_GO_RATIO} m/nginx",
             warm / nginx <= TARGET_GO_RATIO,
+        ),
+        Row(
+            f"6c. same, from gunicorn alone serving the files, s (median of {rounds})",
+            f"{floor:.2f} (gunicorn alone)",
+            "-",
+            f"nginx {nginx:.2f}",
+            f"{floor / nginx:.2f} g/nginx; {warm / floor:.2f} m/g",
+            "-",
+            None,
         ),
         Row(
             f"7. Peak RSS per serving process, cold {zip_mib} MiB module zip, MiB",
@@ -86,13 +96,20 @@ def explanations(d: GoDownloads, zip_mib: int) -> list[str]:
         f"6. `go mod download` in a throwaway module whose go.mod requires {n} modules "
         f"`example.com/bench/rR/mNNN v1.0.0` (go.mod, one .go file and {PAD:,} random bytes of "
         f"padding: ~20 KB zips). Each of {rounds} rounds uses {n} modules never requested "
-        "before, fetched three times with a fresh module cache: from nginx directly "
-        "(`nginx`), through the mirror while it has none of them (`cold`: every .info, .mod "
-        "and .zip is a fill from nginx) and through the mirror again (`warm`: all from its "
-        "cache). nginx goes first in odd rounds and last in even ones; `sync` before each run. "
-        f"Median seconds of the {rounds} rounds; ratio mirror/nginx. The go command fetches "
-        "one .mod, .info and .zip per module and downloads GOMAXPROCS (here 2) modules at a "
-        "time, so these figures mostly add up per-request latency.",
+        "before, fetched four times with a fresh module cache: from nginx directly "
+        "(`nginx`), from `gunicorn alone` (6c), through the mirror while it has none of them "
+        "(`cold`: every .info, .mod and .zip is a fill from nginx) and through the mirror "
+        "again (`warm`: all from its cache). In that order in odd rounds, reversed in even "
+        "ones (cold still before warm); `sync` before each run. Median seconds of the "
+        f"{rounds} rounds; ratio mirror/nginx. The go command fetches one .mod, .info and .zip "
+        "per module and downloads GOMAXPROCS (here 2) modules at a time, so these figures "
+        "mostly add up per-request latency.",
+        "6c. `gunicorn alone`: the mirror's own gunicorn (config/gunicorn.py, the same "
+        "environment: worker class, 2 processes, 64 threads, keep-alive) running "
+        "`bench/static_wsgi.py` instead of Django: a WSGI application that only opens the "
+        "requested file of the same tree and hands it to `wsgi.file_wrapper` (sendfile), as "
+        "the mirror's warm hits do. What the server alone costs against nginx: the floor of "
+        "6b for any application served by it.",
         f"7. Memory: module `example.com/bench/big v1.0.0` with a {zip_mib} MiB padding file of "
         "random bytes (zip deflated, built once per run with `ZipFile.open('w')`). One cold "
         "GET of its `.zip` through the mirror with the hashing client, while VmRSS of the "

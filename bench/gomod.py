@@ -26,7 +26,9 @@ from .peers import MIRROR_ENV
 MIB = 1024 * 1024
 PAD = 20_000  # random bytes per small module: ~20 KB zips
 BIG = Module("example.com/bench/big", "v1.0.0")
-PEERS = ("nginx", "mirror cold", "mirror warm")
+# The bench modules are in no checksum database: verification is off on purpose.
+GO_ENV = {**MIRROR_ENV, "MIRROR_GO_VERIFY": "off"}
+PEERS = ("nginx", "gunicorn alone", "mirror cold", "mirror warm")
 
 
 @dataclass
@@ -41,12 +43,14 @@ class BigZip:
 
 @dataclass
 class GoPeers:
-    """The static GOPROXY tree, nginx serving it, and a mirror with nginx as its Go upstream."""
+    """The static GOPROXY tree, nginx serving it, a mirror with nginx as its Go upstream, and
+    the mirror's gunicorn serving the tree with no mirror in it (bench/static_wsgi.py)."""
 
     root: Path
     tree: Path
     nginx: StaticServer
     mirror: MirrorServer
+    floor: MirrorServer
     rounds: list[list[Module]]  # 100 modules never requested before, per round
     big: BigZip
 
@@ -104,14 +108,26 @@ def start(root: Path, stack: ExitStack, modules: int, rounds: int, zip_mib: int)
     nginx.start()
     data = root / "go-mirror"
     data.mkdir()
-    # The bench modules are in no checksum database: verification is off on purpose.
-    env = {**MIRROR_ENV, "MIRROR_GO_VERIFY": "off"}
-    mirror = MirrorServer(data, _write_config(data / "mirror.yml", nginx.url), **env)
+    mirror = MirrorServer(data, _write_config(data / "mirror.yml", nginx.url), **GO_ENV)
     stack.callback(mirror.stop)
     mirror.setup()
     mirror.start()
-    say(f"  nginx {nginx.url}, mirror {mirror.url}")
-    return GoPeers(root, tree, nginx, mirror, per_round, big)
+    floor = _start_floor(root / "go-floor", tree, nginx.url, stack)
+    say(f"  nginx {nginx.url}, mirror {mirror.url}, gunicorn alone {floor.url}")
+    return GoPeers(root, tree, nginx, mirror, floor, per_round, big)
+
+
+def _start_floor(data: Path, tree: Path, upstream_url: str, stack: ExitStack) -> MirrorServer:
+    """gunicorn as the mirror runs it (config/gunicorn.py, the same environment), serving
+    `tree` through bench/static_wsgi.py instead of Django: what the server itself costs."""
+    data.mkdir()
+    env = {**GO_ENV, "BENCH_STATIC_ROOT": str(tree)}
+    floor = MirrorServer(
+        data, _write_config(data / "mirror.yml", upstream_url), app="bench.static_wsgi", **env
+    )
+    stack.callback(floor.stop)
+    floor.setup()  # config/gunicorn.py runs Django's checks, the start a sweep: a database
+    return floor.start()
 
 
 def _requests(lines: list[str]) -> str:
@@ -160,20 +176,26 @@ class GoDownloads:
 
 
 def downloads(g: GoPeers) -> GoDownloads:
-    """Measure 6: per round, 100 fresh modules from nginx, then through the mirror twice
-    (cold, then warm); nginx goes first in odd rounds and last in even ones."""
+    """Measure 6: per round, 100 fresh modules from nginx, from gunicorn alone, then through
+    the mirror twice (cold, then warm); in even rounds (the 2nd, 4th...) the order is
+    reversed, the mirror's cold run still before its warm one."""
     out = GoDownloads(modules=len(g.rounds[0]))
-    urls = {"nginx": g.nginx.url, "mirror cold": g.mirror.url, "mirror warm": g.mirror.url}
+    urls = {
+        "nginx": g.nginx.url,
+        "gunicorn alone": g.floor.url,
+        "mirror cold": g.mirror.url,
+        "mirror warm": g.mirror.url,
+    }
     run_go(["version"], g.root, go_env(g.root / "go-warmup", g.nginx.url, None))
     for r, modules in enumerate(g.rounds):
-        order = list(PEERS) if r % 2 == 0 else [*PEERS[1:], PEERS[0]]
+        order = list(PEERS) if r % 2 == 0 else [*PEERS[2:], PEERS[1], PEERS[0]]
         for peer in order:
             seen = len(g.nginx.access_log())
             folder = g.root / f"go-{r + 1}-{peer.replace(' ', '-')}"
             seconds = _go_download(folder, urls[peer], modules)
             out.seconds.setdefault(peer, []).append(seconds)
             out.nginx_saw[peer] = _requests(g.nginx.access_log()[seen:])
-            say(f"  round {r + 1}: {peer:<11} {seconds:6.2f}s (nginx saw: {out.nginx_saw[peer]})")
+            say(f"  round {r + 1}: {peer:<14} {seconds:6.2f}s (nginx saw: {out.nginx_saw[peer]})")
     shutil.rmtree(g.root / "go-warmup", ignore_errors=True)
     return out
 

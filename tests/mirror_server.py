@@ -21,9 +21,16 @@ class MirrorServer:
     from the code in `root` (this checkout, or another commit's for an A/B)."""
 
     def __init__(
-        self, data_dir: Path, config: Path | None, *, root: Path = ROOT, **env: str
+        self,
+        data_dir: Path,
+        config: Path | None,
+        *,
+        root: Path = ROOT,
+        app: str = "config.wsgi",
+        **env: str,
     ) -> None:
         self.root = root
+        self.app = app  # the WSGI application gunicorn runs (bench/static_wsgi.py: a floor)
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {
@@ -75,7 +82,7 @@ class MirrorServer:
         self.manage("sweep_fills")
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
+            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", self.app],
             cwd=self.root,
             env=self.env,
             stdout=log,
