@@ -40,8 +40,10 @@ def settle(recycle: int = 0) -> None:
     fill lands on memory the machine has used before. On these VMs (Firecracker) the host
     backs guest memory on first touch: a page-cache write to memory never touched since boot
     costs ~2.8 s of kernel time per GiB, to reused memory ~0.2 s (`python3` writing 1 GiB files
-    in 1 MiB writes, 2026-12-02). Which peer happens to meet fresh memory would otherwise
-    decide the cold figures; freed pages are the first the kernel hands out again."""
+    in 1 MiB writes, 2026-12-02), and memory freed more than ~2 s before is fresh again (the
+    guest reports free pages to the host). Which peer happens to meet fresh memory would
+    otherwise decide the cold figures; freed pages are the first the kernel hands out again,
+    so the step must start right after this."""
     os.sync()
     if recycle <= 0:
         return

@@ -65,11 +65,16 @@ CAVEATS = [
     "- Warm blob throughput of all three servers sits at the loopback/CPU ceiling of this "
     "machine, so ratio 2 is mostly noise around 1.0 once sendfile works.",
     "- On this VM (Firecracker) the host backs guest memory on first touch: a page-cache write "
-    "into memory not used since boot costs ~14x the kernel time of one into reused memory "
-    "(perf: `copy_folio_from_iter_atomic`; ~2.8 s against ~0.2 s per GiB). So that this does "
-    "not decide the cold figures (3, 5, 7) by which peer meets fresh memory first, the run "
-    "writes and deletes a scratch file of twice the pull's size before each cold pull (the "
-    "kernel hands out freed pages first); the first run after a boot still pays some of it.",
+    "into memory the host does not back costs ~14x the kernel time of one into reused memory "
+    "(perf: `copy_folio_from_iter_atomic`; ~2.8-3.4 s against ~0.2-0.3 s per GiB). That is "
+    "memory not used since boot, and also memory freed more than ~2 s before: the guest "
+    "reports free pages to the host, which takes them back (300 MiB written right after "
+    "deleting a file of that size: 0.09 s; 3, 6 or 12 s after: 0.88-0.92 s; 2026-12-03). So "
+    "that this does not decide the cold figures (3, 5, 7) by which peer meets such memory, "
+    "the run writes and deletes a scratch file of twice the pull's size right before each "
+    "cold pull (the kernel hands out freed pages first). What a peer keeps in the page cache "
+    "(the mirror and distribution store every blob; skopeo's folder is deleted after each "
+    "pull) is paid at that price beyond it.",
     "- The Go measures (6, 7) run after the OCI ones, whose servers stay up (idle) meanwhile. "
     "nginx is both the mirror's Go upstream and the reference, and the go command shares the "
     "CPUs with both; with ~20 KB modules a `go mod download` from nginx takes a fraction of a "
