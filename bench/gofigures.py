@@ -106,10 +106,10 @@ def explanations(d: GoDownloads, zip_mib: int) -> list[str]:
         "mostly add up per-request latency.",
         "6c. `gunicorn alone`: the mirror's own gunicorn (config/gunicorn.py, the same "
         "environment: worker class, 2 processes, 64 threads, keep-alive) running "
-        "`bench/static_wsgi.py` instead of Django: a WSGI application that only opens the "
-        "requested file of the same tree and hands it to `wsgi.file_wrapper` (sendfile), as "
-        "the mirror's warm hits do. What the server alone costs against nginx: the floor of "
-        "6b for any application served by it.",
+        "`bench/static_wsgi.py` instead of Django: a WSGI application that only reads the "
+        "requested file of the same tree, answering it as the mirror answers a warm hit (up to "
+        "256 KiB from memory, larger through `wsgi.file_wrapper`: sendfile). What the server "
+        "alone costs against nginx: the floor of 6b for any application served by it.",
         f"7. Memory: module `example.com/bench/big v1.0.0` with a {zip_mib} MiB padding file of "
         "random bytes (zip deflated, built once per run with `ZipFile.open('w')`). One cold "
         "GET of its `.zip` through the mirror with the hashing client, while VmRSS of the "

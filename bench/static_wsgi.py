@@ -3,8 +3,9 @@
 `make bench` (bench/gomod.py) runs it under the mirror's own gunicorn (config/gunicorn.py: the
 same worker class, processes, threads and keep-alive) on the static GOPROXY tree that nginx
 serves, so `go mod download` from it shows what the server alone costs against nginx, with
-nothing of Django or the mirror on the path. Files leave through `wsgi.file_wrapper`
-(sendfile), as the mirror's warm hits do.
+nothing of Django or the mirror on the path. Files are answered as the mirror answers its
+warm hits: up to SMALL bytes from memory (goproxy/views.py does so for zips up to 256 KiB;
+`.info` and `.mod` it keeps in memory), larger ones through `wsgi.file_wrapper` (sendfile).
 
     BENCH_STATIC_ROOT=/path/to/tree gunicorn --config config/gunicorn.py bench.static_wsgi
 """
@@ -22,6 +23,7 @@ import django
 django.setup()
 
 ROOT = os.path.realpath(os.environ.get("BENCH_STATIC_ROOT", "."))
+SMALL = 256 << 10
 _TEXT = [("Content-Type", "text/plain; charset=utf-8")]
 
 
@@ -44,4 +46,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     start_response(
         "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]
     )
+    if size <= SMALL:
+        with f:
+            return [f.read()]
     return environ["wsgi.file_wrapper"](f, 1024 * 1024)
