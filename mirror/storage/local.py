@@ -51,13 +51,16 @@ class LocalStorage(Storage):
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._objects = str(self.root / "objects") + os.sep
 
-    def _path(self, key: str) -> Path:
-        return self.root / "objects" / check_key(key)
+    def _path(self, key: str) -> str:
+        # A string, not a Path: pathlib's parsing was ~7 % of a warm Go zip's CPU in Django
+        # (two lookups a request, cProfile); `check_key` keeps the key inside `root`.
+        return self._objects + check_key(key)
 
     def stat(self, key: str) -> int | None:
         try:
-            return self._path(key).stat().st_size
+            return os.stat(self._path(key)).st_size
         except FileNotFoundError:
             return None
 
@@ -71,10 +74,11 @@ class LocalStorage(Storage):
         return f
 
     def writer(self, key: str) -> LocalWriter:
-        return LocalWriter(self._path(key), self.tmp / uuid.uuid4().hex)
+        return LocalWriter(Path(self._path(key)), self.tmp / uuid.uuid4().hex)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
 
     def free_bytes(self) -> int:
         """Free bytes for an unprivileged writer on the folder's filesystem."""
