@@ -21,14 +21,12 @@ from pathlib import Path
 from tests.mirror_server import MirrorServer
 from tests.support.gomodules import Module, StaticServer, write_tree
 
-from .gomod import PAD, _go_download, _write_config
-from .peers import MIRROR_ENV
+from .gomod import GO_ENV, PAD, _go_download, _write_config
 
 
 def _start_build(root: Path, data: Path, upstream: str, stack: ExitStack) -> MirrorServer:
     data.mkdir(parents=True)
-    env = {**MIRROR_ENV, "MIRROR_GO_VERIFY": "off"}
-    server = MirrorServer(data, _write_config(data / "mirror.yml", upstream), root=root, **env)
+    server = MirrorServer(data, _write_config(data / "mirror.yml", upstream), root=root, **GO_ENV)
     stack.callback(server.stop)
     server.setup()
     return server.start()

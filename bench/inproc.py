@@ -30,8 +30,7 @@ from pathlib import Path
 from tests.mirror_server import MirrorServer
 from tests.support.gomodules import Module, StaticServer, write_tree
 
-from .gomod import PAD, _write_config
-from .peers import MIRROR_ENV
+from .gomod import GO_ENV, PAD, _write_config
 
 EXTENSIONS = ("mod", "info", "zip")
 
@@ -106,9 +105,8 @@ def main() -> int:
             for name in list(builds) if r % 2 == 0 else list(builds)[::-1]:
                 data = root / f"data-{name}-{r}"
                 data.mkdir()
-                env = {**MIRROR_ENV, "MIRROR_GO_VERIFY": "off"}
                 mirror = MirrorServer(
-                    data, _write_config(data / "mirror.yml", nginx.url), root=builds[name], **env
+                    data, _write_config(data / "mirror.yml", nginx.url), root=builds[name], **GO_ENV
                 )
                 mirror.setup()
                 (data / "metrics").mkdir()  # counters in files, as under gunicorn
