@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from django.db.models import Sum
 
-from mirror.content import StoredContent
+from mirror.content import MemoryContent, StoredContent
 from mirror.ecosystems import Finding, InvalidReference, Popular, Progress, Target
 from mirror.errors import UpstreamNotFound
 from mirror.models import CachedDocument
@@ -108,7 +108,7 @@ def _warm_file(module: str, version: str, ext: str, progress: Progress) -> None:
         progress.add_done(size)
         return
     content = service.zip_file(module, version, count=False)
-    if isinstance(content, StoredContent):
+    if isinstance(content, (StoredContent, MemoryContent)):  # committed
         progress.add_total(content.size or 0)
         progress.add_done(content.size or 0)
         return

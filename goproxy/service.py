@@ -49,6 +49,7 @@ MAX_SIZE = {"info": MAX_INFO, "mod": MAX_GO_MOD, "zip": MAX_ZIP}
 LIST = "go-list"  # document namespaces of `@v/list` and `@latest`
 LATEST = "go-latest"
 SMALL_FILES = {"info": "go-info", "mod": "go-mod"}  # document namespaces of .info and .mod
+SMALL_ZIP = 256 << 10  # committed zips up to this size are answered from memory
 
 
 def _route(module: str) -> chain.Route:
@@ -178,7 +179,8 @@ def _legacy(route: chain.Route, version: str, ext: str) -> bytes | None:
 
 def zip_file(module: str, version: str, *, count: bool = True) -> fill.Content:
     """A version's .zip, verified before it is cached; it counts as a download of the
-    version unless `count` is off (a prewarm is not a client's download)."""
+    version unless `count` is off (a prewarm is not a client's download). A committed zip
+    of at most SMALL_ZIP bytes comes whole, in memory (most modules' zips are ~20 KB)."""
     route = _route(module)
     suffix = f"@v/{escape(version)}.zip"
 
@@ -193,7 +195,12 @@ def zip_file(module: str, version: str, *, count: bool = True) -> fill.Content:
     # Counted against the route's first upstream (its cache budget, mirror/eviction.py).
     upstream_id = route.upstreams[0].id
     content = fill.get(
-        key, fetch=fetch, verifier=verifier, upstream_id=upstream_id, max_size=MAX_ZIP
+        key,
+        fetch=fetch,
+        verifier=verifier,
+        upstream_id=upstream_id,
+        max_size=MAX_ZIP,
+        in_memory=SMALL_ZIP,
     )
     if content.cache == "MISS":
         _index(module, version, content.size)

@@ -9,7 +9,6 @@ again", 507 a full cache.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from mirror.content import Content, StoredContent, chunks_of
+from mirror.content import Content, MemoryContent
 from mirror.errors import (
     DATABASE_DOWN,
     DigestMismatch,
@@ -48,7 +47,6 @@ CONTENT_TYPES = {
     "zip": "application/zip",
 }
 LIST_CACHE_CONTROL = "public, max-age=60"
-SMALL_ZIP = 256 << 10  # stored zips up to this size are answered from memory
 # Errors -> (status, what the message starts with), most specific first.
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (UnknownVersion, 404, "not found"),
@@ -156,16 +154,13 @@ def _answer(
 
 
 def _zip(request: HttpRequest, content: Content) -> HttpResponse:
-    """A stored zip of at most SMALL_ZIP bytes is read and answered from memory (unless
-    storage redirects clients): FileResponse and sendfile cost more than the copy for the
-    ~20 KB zips most modules have (a third of a warm `go mod download`'s serving time, by
-    py-spy). Larger ones, and fills in progress, as any stored content."""
-    small = isinstance(content, StoredContent) and content.size <= SMALL_ZIP
-    if not small or content.redirect_url() or request.method == "HEAD":
-        return content_response(request, content, CONTENT_TYPES["zip"])
-    with contextlib.closing(chunks_of(content)) as chunks:
-        body = b"".join(chunks)  # content.size bytes: fetched anew, no more (mirror/content.py)
-    return _immutable(request, body, content.cache, CONTENT_TYPES["zip"])
+    """A small committed zip comes in memory (service.SMALL_ZIP): FileResponse and sendfile
+    cost more than the copy for the ~20 KB zips most modules have (a third of a warm `go mod
+    download`'s serving time, by py-spy). Larger ones, and fills in progress, as any stored
+    content."""
+    if isinstance(content, MemoryContent):
+        return _immutable(request, content.data, content.cache, CONTENT_TYPES["zip"])
+    return content_response(request, content, CONTENT_TYPES["zip"])
 
 
 def _immutable(request: HttpRequest, body: bytes, cache: str, content_type: str) -> HttpResponse:

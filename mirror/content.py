@@ -155,13 +155,12 @@ class StoredContent(Content):
 
 
 class MemoryContent(Content):
-    """A small object fetched, verified and committed in the request (the short path of
-    mirror/filler.py), served from memory."""
+    """A small committed object, served from memory: fetched, verified and committed in the
+    request (the short path of mirror/filler.py, MISS), or read from storage (HIT, fill.get's
+    `in_memory`)."""
 
-    cache = "MISS"
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.size = data, len(data)
+    def __init__(self, data: bytes, cache: str = "MISS") -> None:
+        self.data, self.size, self.cache = data, len(data), cache
 
     def open(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         end = self.size if length is None else start + length

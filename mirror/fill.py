@@ -21,6 +21,7 @@ See ../shared/docs/fill-path.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -31,7 +32,17 @@ from collections.abc import Callable
 from django.conf import settings
 
 from . import keylocks, leases
-from .content import CHUNK, POLL, Content, RemoteFollower, Source, StoredContent, Verifier
+from .content import (
+    CHUNK,
+    POLL,
+    Content,
+    MemoryContent,
+    RemoteFollower,
+    Source,
+    StoredContent,
+    Verifier,
+    chunks_of,
+)
 from .content import wait_seconds as _wait_seconds
 from .errors import (
     DATABASE_DOWN,
@@ -41,6 +52,7 @@ from .errors import (
     database_unavailable,
 )
 from .filler import Fill, sweep_spools
+from .memo import Memo
 from .metrics import FILLS_IN_PROGRESS
 from .storage import Storage, get_storage
 
@@ -107,6 +119,11 @@ class _Fills:
 
 _fills = _Fills()
 
+# The bodies of small committed objects this process answered from memory (`get`'s
+# `in_memory`), by key, kept for MIRROR_UPSTREAM_CACHE_SECONDS: MEMO_BYTES in all.
+MEMO_BYTES = 16 * 1024 * 1024
+_bodies = Memo(MEMO_BYTES, sizeof=len)
+
 
 def stored(key: str, refill: Callable[[], Content] | None = None) -> Content | None:
     """The committed object, or None; `refill` fetches it anew if it is gone when opened."""
@@ -122,6 +139,7 @@ def get(
     verifier: Callable[[], Verifier],
     upstream_id: int | None = None,
     max_size: int | None = None,
+    in_memory: int = 0,
 ) -> Content:
     """The object under `key`: from storage, from a fill in progress, or by starting a fill.
 
@@ -134,6 +152,10 @@ def get(
         max_size: the most bytes the object may have (0: no limit beyond the upstream's
             Content-Length); default settings.MIRROR_MAX_BLOB_BYTES. A larger body is
             refused as it streams (UpstreamInvalid), and nothing is stored.
+        in_memory: a committed object of at most this many bytes comes as MemoryContent,
+            whole (unless storage redirects clients): read once, then kept in this process
+            for MIRROR_UPSTREAM_CACHE_SECONDS. Storage is still asked whether the object is
+            there on every call (a stat), so that an object deleted is not answered.
 
     Raises:
         UpstreamError: the upstream did not give us the object; nothing was stored.
@@ -145,9 +167,27 @@ def get(
     if max_size is None:
         max_size = settings.MIRROR_MAX_BLOB_BYTES
     try:
-        return _get(key, storage, fetch, verifier, upstream_id, max_size)
+        content = _get(key, storage, fetch, verifier, upstream_id, max_size)
     except DATABASE_DOWN as e:  # the leases' database is unreachable: 503, nothing filled
         raise database_unavailable(e) from e
+    return _in_memory(content) if in_memory and (content.size or 0) <= in_memory else content
+
+
+def _in_memory(content: Content) -> Content:
+    """A committed `content` as MemoryContent, from the memo or read now (then kept); a
+    fill in progress (or the fill's short path, already in memory) or an object that storage
+    redirects clients to, as it is.
+
+    Why: a warm 20 KB Go zip answered through a file cost ~60 us more CPU than the same
+    bytes from memory (opening, reading and closing the file, the response's iterator)."""
+    if not isinstance(content, StoredContent) or content.redirect_url():
+        return content
+    body = _bodies.get(content.key)
+    if body is None or len(body) != content.size:
+        with contextlib.closing(chunks_of(content, 0, content.size)) as chunks:
+            body = b"".join(chunks)
+        _bodies.put(content.key, body, settings.MIRROR_UPSTREAM_CACHE_SECONDS)
+    return MemoryContent(body, content.cache)
 
 
 def _get(

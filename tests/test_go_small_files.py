@@ -14,9 +14,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from goproxy import keys, service
-from mirror import documents, stats
+from mirror import documents, fill, stats
 from mirror.models import CachedDocument, Upstream
 from mirror.storage import forget as forget_storage
+from mirror.storage import get_storage
 from mirror.storage.local import LocalStorage
 from mirror.upstreams import forget
 from tests.support.gomodules import Module, StaticServer, write_tree
@@ -146,6 +147,13 @@ def test_a_small_stored_zip_is_answered_whole_and_by_range(
         assert client.get(path, HTTP_RANGE=f"bytes={len(body)}-").status_code == 416
         head = client.head(path)
         assert head.status_code == 200 and head["Content-Length"] == str(len(body))
+        key = keys.file_key("", WARM.path, WARM.version, "zip")
+        assert fill._bodies.get(key) == body  # kept in memory
+        # Gone from storage (evicted, purged): never answered from memory, fetched anew.
+        get_storage().delete(key)
+        gone = client.get(path)
+        assert (gone.status_code, gone["X-Cache"], gone.content) == (200, "MISS", body)
+        assert _asked(upstream, path) == 2
     finally:
         stats.flush()  # the zip's download count, while its table is there
         forget_storage()
